@@ -1,0 +1,1 @@
+"""The ``retina-codec`` command line: one module per sub-command."""

@@ -1,0 +1,14 @@
+"""Recordings: stimulus movies and responses on one frame grid (NWB, Baccus-lab h5, simulated)."""
+
+from .binning import bin_spikes, frame_edges, resample_rates
+from .frames import ArrayFrames, ConcatFrames, FrameSource, H5Frames, IndexedFrames
+from .ground_truth import GroundTruth
+from .recording import SPLITS, Recording, WindowBatch
+from .windows import first_valid_bin, history_windows, window_start
+
+__all__ = [
+    "Recording", "WindowBatch", "SPLITS", "GroundTruth",
+    "FrameSource", "ArrayFrames", "H5Frames", "IndexedFrames", "ConcatFrames",
+    "bin_spikes", "frame_edges", "resample_rates",
+    "history_windows", "window_start", "first_valid_bin",
+]

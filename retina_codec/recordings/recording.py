@@ -1,0 +1,285 @@
+"""The :class:`Recording`: a stimulus movie on a frame grid, responses per frame bin, named intervals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..errors import (
+    NonFiniteFramesError,
+    ShapeMismatchError,
+    TimestampError,
+    UnknownIntervalError,
+)
+from .frames import ArrayFrames, as_frame_source
+from .ground_truth import GroundTruth
+from .windows import first_valid_bin, history_windows, window_start
+
+__all__ = ["Recording", "WindowBatch", "SPLITS"]
+
+SPLITS = ("train", "validation", "test")
+
+
+class WindowBatch(NamedTuple):
+    """A batch of history windows: ``bins (B,)``, ``stimulus (B, h, H, W)`` float32, ``responses (B, N)``."""
+
+    bins: np.ndarray
+    stimulus: np.ndarray
+    responses: np.ndarray
+
+
+@dataclass(eq=False)
+class Recording:
+    """Stimulus and responses on one frame grid, with times in seconds (pynwb-style, nothing hidden).
+
+    Attributes
+    ----------
+    stimulus : frame source ``(T, H, W)`` float32 (a numpy array is wrapped; HDF5 datasets stay lazy).
+    frame_times : (T,) float64, start time of each frame in seconds; strictly increasing.
+    frame_rate : frames per second (Hz); frame t lasts until ``frame_times[t + 1]`` (the last one
+        ``1 / frame_rate``).
+    responses : (T, N) float32, per frame bin: spike counts (``response_unit="count"``) or rates
+        (``"Hz"``, e.g. imaging data).
+    cell_ids : (N,) str identifiers of the cells.
+    intervals : name -> (k, 2) float64 array of ``[start, stop)`` times in seconds; the splits
+        ``train`` / ``validation`` / ``test`` by convention.
+    response_unit : ``"count"`` (spikes per bin) or ``"Hz"``.
+    stimulus_name : name of the stimulus series (e.g. ``"naturalscene"``).
+    norm_mean, norm_std : stimulus normalisation (scalars); :meth:`normalization` computes them from
+        the train split when not given.
+    provenance : free-form dict (source file, series names, software versions).
+    ground_truth : :class:`GroundTruth` for simulated recordings, else ``None``.
+    """
+
+    stimulus: Any
+    frame_times: np.ndarray
+    frame_rate: float
+    responses: np.ndarray
+    cell_ids: Sequence[str] = ()
+    intervals: dict[str, np.ndarray] = field(default_factory=dict)
+    response_unit: str = "count"
+    stimulus_name: str = "stimulus"
+    norm_mean: float | None = None
+    norm_std: float | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    ground_truth: GroundTruth | None = None
+
+    def __post_init__(self) -> None:
+        self.stimulus = as_frame_source(self.stimulus)
+        self.frame_times = np.asarray(self.frame_times, dtype=np.float64)
+        self.responses = np.asarray(self.responses, dtype=np.float32)
+        if self.responses.ndim == 1:
+            self.responses = self.responses[:, None]
+        t = len(self.stimulus)
+        if self.frame_times.shape != (t,):
+            raise ShapeMismatchError(
+                f"frame_times: expected shape ({t},) to match the stimulus's {t} frames, "
+                f"found {self.frame_times.shape}"
+            )
+        if self.responses.ndim != 2 or self.responses.shape[0] != t:
+            raise ShapeMismatchError(
+                f"responses: expected shape ({t}, N) to match the stimulus's {t} frames, "
+                f"found {self.responses.shape}"
+            )
+        if t > 1 and not np.all(np.diff(self.frame_times) > 0):
+            bad = int(np.flatnonzero(np.diff(self.frame_times) <= 0)[0]) + 1
+            raise TimestampError(
+                f"frame_times: must be strictly increasing; frame {bad} at {self.frame_times[bad]!r} s "
+                f"follows {self.frame_times[bad - 1]!r} s"
+            )
+        if not (np.isfinite(self.frame_rate) and self.frame_rate > 0):
+            raise TimestampError(f"frame_rate: expected a positive number of Hz, found {self.frame_rate!r}")
+        self.frame_rate = float(self.frame_rate)
+        n = self.responses.shape[1]
+        if len(self.cell_ids) == 0:
+            self.cell_ids = [str(i) for i in range(n)]
+        self.cell_ids = [str(c) for c in self.cell_ids]
+        if len(self.cell_ids) != n:
+            raise ShapeMismatchError(
+                f"cell_ids: expected {n} ids (one per response column), found {len(self.cell_ids)}"
+            )
+        ints = {}
+        for name, iv in self.intervals.items():
+            iv = np.asarray(iv, dtype=np.float64).reshape(-1, 2)
+            if np.any(iv[:, 1] < iv[:, 0]):
+                raise TimestampError(f"intervals[{name!r}]: every stop must be >= its start")
+            ints[str(name)] = iv
+        self.intervals = ints
+        if isinstance(self.stimulus, ArrayFrames) and self.stimulus.data.dtype.kind == "f":
+            if not np.all(np.isfinite(self.stimulus.data)):
+                bad = int(np.flatnonzero(~np.isfinite(self.stimulus.data).reshape(t, -1).all(1))[0])
+                raise NonFiniteFramesError(f"stimulus: frame {bad} contains NaN or infinite values")
+
+    # ---- shape and time -------------------------------------------------------------------------
+    @property
+    def n_frames(self) -> int:
+        """Number of frame bins T."""
+        return len(self.stimulus)
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells N."""
+        return self.responses.shape[1]
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of one frame in pixels."""
+        return tuple(self.stimulus.shape[1:])
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first frame's start to the last frame's end."""
+        return float(self.frame_times[-1] - self.frame_times[0] + 1.0 / self.frame_rate) if self.n_frames else 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"Recording({self.stimulus_name!r}: {self.n_frames} frames of {self.frame_shape[0]}x"
+            f"{self.frame_shape[1]} at {self.frame_rate:g} Hz ({self.duration:.1f} s), {self.n_cells} cells, "
+            f"intervals={sorted(self.intervals)})"
+        )
+
+    # ---- intervals ------------------------------------------------------------------------------
+    def split_bins(self, name: str | None) -> np.ndarray:
+        """Bin indices whose frame start lies in the named interval(s); ``None`` means every bin."""
+        if name is None:
+            return np.arange(self.n_frames)
+        if name not in self.intervals:
+            raise UnknownIntervalError(
+                f"interval {name!r} not in the recording ({self.stimulus_name!r}); "
+                f"available: {sorted(self.intervals) or 'none'}"
+            )
+        mask = np.zeros(self.n_frames, bool)
+        tol = 1e-3 / self.frame_rate  # frame starts within a thousandth of a frame count as equal
+        for start, stop in self.intervals[name]:
+            a, b = np.searchsorted(self.frame_times, [start - tol, stop - tol], side="left")
+            mask[a:b] = True
+        return np.flatnonzero(mask)
+
+    def window_bins(self, split: str | None = None, history: int = 40, offset: int = 1) -> np.ndarray:
+        """Bins of a split whose whole history window lies inside the movie."""
+        bins = self.split_bins(split)
+        return bins[bins >= first_valid_bin(history, offset)]
+
+    # ---- normalisation --------------------------------------------------------------------------
+    def normalization(self, split: str | None = "train", chunk: int = 4096) -> tuple[float, float]:
+        """Scalar stimulus mean and std (cached in ``norm_mean`` / ``norm_std``), streamed over ``split``.
+
+        Falls back to every frame when the recording has no such split.
+        """
+        if self.norm_mean is not None and self.norm_std is not None:
+            return float(self.norm_mean), float(self.norm_std)
+        bins = self.split_bins(split if split in self.intervals else None)
+        s = s2 = 0.0
+        n = 0
+        for a, b in _runs(bins):
+            for c in range(a, b, chunk):
+                x = self.stimulus[c : min(b, c + chunk)].astype(np.float64)
+                s += x.sum()
+                s2 += np.square(x).sum()
+                n += x.size
+        mean = s / max(n, 1)
+        std = float(np.sqrt(max(s2 / max(n, 1) - mean**2, 0.0)))
+        self.norm_mean, self.norm_std = float(mean), (std if std > 0 else 1.0)
+        return self.norm_mean, self.norm_std
+
+    # ---- windows --------------------------------------------------------------------------------
+    def iter_windows(
+        self,
+        split: str | None = None,
+        history: int = 40,
+        offset: int = 1,
+        batch_size: int = 1024,
+        normalize: bool = True,
+        bins: np.ndarray | None = None,
+    ) -> Iterator[WindowBatch]:
+        """Iterate over history windows in batches, reading only the frames each batch needs.
+
+        Yields :class:`WindowBatch` with ``stimulus`` a strided view ``(B, history, H, W)`` float32 over
+        the ``B + history - 1`` frames loaded for the batch (z-scored with :meth:`normalization` when
+        ``normalize``). ``bins`` overrides ``split`` with explicit (sorted) bin indices.
+        """
+        if bins is None:
+            bins = self.window_bins(split, history, offset)
+        else:
+            bins = np.asarray(bins, dtype=np.int64)
+            if bins.size and bins.min() < first_valid_bin(history, offset):
+                raise ValueError(
+                    f"bins: bin {int(bins.min())} has no full {history}-frame history "
+                    f"(first valid bin is {first_valid_bin(history, offset)})"
+                )
+        mean, std = self.normalization() if normalize else (0.0, 1.0)
+        for a, b in _runs(bins):
+            for c in range(a, b, batch_size):
+                d = min(b, c + batch_size)
+                f0 = window_start(c, history, offset)
+                frames = self.stimulus[f0 : f0 + (d - c) + history - 1]
+                if normalize:
+                    frames = (frames - np.float32(mean)) * np.float32(1.0 / std)
+                yield WindowBatch(np.arange(c, d), history_windows(frames, history), self.responses[c:d])
+
+    def windows(
+        self, split: str | None = None, history: int = 40, offset: int = 1, normalize: bool = True
+    ) -> WindowBatch:
+        """All windows of a contiguous split at once, as one strided view (in-memory stimulus only).
+
+        The split must be one run of consecutive bins; use :meth:`iter_windows` otherwise or for lazy
+        recordings that do not fit in memory.
+        """
+        bins = self.window_bins(split, history, offset)
+        runs = list(_runs(bins))
+        if len(runs) > 1:
+            raise ValueError(f"split {split!r} is not contiguous ({len(runs)} runs); use iter_windows()")
+        batches = list(self.iter_windows(bins=bins, history=history, offset=offset,
+                                         batch_size=max(len(bins), 1), normalize=normalize))
+        if not batches:
+            h, w = self.frame_shape
+            return WindowBatch(bins, np.zeros((0, history, h, w), np.float32), self.responses[:0])
+        return batches[0]
+
+    # ---- selection ------------------------------------------------------------------------------
+    def select_cells(self, cells: Sequence[int | str]) -> Recording:
+        """A recording with only some cells (by index or id); stimulus and intervals are shared."""
+        idx = [self.cell_ids.index(c) if isinstance(c, str) else int(c) for c in cells]
+        gt = self.ground_truth
+        return Recording(
+            stimulus=self.stimulus, frame_times=self.frame_times, frame_rate=self.frame_rate,
+            responses=self.responses[:, idx], cell_ids=[self.cell_ids[i] for i in idx],
+            intervals=self.intervals, response_unit=self.response_unit, stimulus_name=self.stimulus_name,
+            norm_mean=self.norm_mean, norm_std=self.norm_std, provenance=dict(self.provenance),
+            ground_truth=gt,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-dict description: shapes, frame rate, duration, cells, mean rates (Hz), splits (s)."""
+        per_bin = self.responses.mean(axis=0) if self.n_frames else np.zeros(self.n_cells)
+        rates = per_bin * self.frame_rate if self.response_unit == "count" else per_bin
+        return {
+            "stimulus_name": self.stimulus_name,
+            "stimulus_shape": tuple(self.stimulus.shape),
+            "frame_rate_hz": self.frame_rate,
+            "duration_s": self.duration,
+            "start_s": float(self.frame_times[0]) if self.n_frames else 0.0,
+            "n_cells": self.n_cells,
+            "cell_ids": list(self.cell_ids),
+            "response_unit": self.response_unit,
+            "mean_rate_hz": [float(r) for r in rates],
+            "intervals": {
+                k: {"n_intervals": len(v), "duration_s": float((v[:, 1] - v[:, 0]).sum()),
+                    "n_bins": int(len(self.split_bins(k)))}
+                for k, v in self.intervals.items()
+            },
+            "has_ground_truth": self.ground_truth is not None,
+        }
+
+
+def _runs(bins: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Consecutive runs ``[a, b)`` in a sorted integer array."""
+    bins = np.asarray(bins, dtype=np.int64)
+    if bins.size == 0:
+        return
+    breaks = np.flatnonzero(np.diff(bins) != 1) + 1
+    for seg in np.split(bins, breaks):
+        yield int(seg[0]), int(seg[-1]) + 1

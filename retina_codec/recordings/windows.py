@@ -1,0 +1,42 @@
+"""History windows: the model input for bin t is the ``h`` frames before it, oldest first.
+
+By the torch-deep-retina convention (``offset=1``) the response in bin ``t`` is predicted from frames
+``t - h … t - 1``. In general the window of bin ``t`` holds frames ``t - h - offset + 1 … t - offset``;
+``offset=0`` includes frame ``t`` itself. Windows are strided views, never copies of the movie.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["window_start", "first_valid_bin", "history_windows"]
+
+
+def window_start(t: int | np.ndarray, history: int, offset: int = 1) -> int | np.ndarray:
+    """Index of the oldest frame in the window of bin ``t``."""
+    return t - history - offset + 1
+
+
+def first_valid_bin(history: int, offset: int = 1) -> int:
+    """The first bin whose whole window lies inside the movie."""
+    return history + offset - 1
+
+
+def history_windows(frames: np.ndarray, history: int) -> np.ndarray:
+    """All windows of ``history`` consecutive frames, as a read-only strided view.
+
+    ``frames`` is ``(n, H, W)``; the result is ``(n - history + 1, history, H, W)`` where
+    ``out[i] = frames[i : i + history]``. No data is copied.
+    """
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (n, H, W); got shape {frames.shape}")
+    n = frames.shape[0]
+    if n < history:
+        return np.empty((0, history) + frames.shape[1:], frames.dtype)
+    s0 = frames.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        frames,
+        shape=(n - history + 1, history) + frames.shape[1:],
+        strides=(s0, s0) + frames.strides[1:],
+        writeable=False,
+    )
