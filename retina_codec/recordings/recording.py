@@ -52,6 +52,8 @@ class Recording:
         the train split when not given.
     provenance : free-form dict (source file, series names, software versions).
     ground_truth : :class:`GroundTruth` for simulated recordings, else ``None``.
+    resources : open files behind lazy data (e.g. the ``NWBHDF5IO`` of :func:`read_nwb`); kept alive
+        with the recording and released by :meth:`close` (or leaving a ``with`` block).
     """
 
     stimulus: Any
@@ -66,6 +68,7 @@ class Recording:
     norm_std: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     ground_truth: GroundTruth | None = None
+    resources: list[Any] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.stimulus = as_frame_source(self.stimulus)
@@ -112,6 +115,18 @@ class Recording:
             if not np.all(np.isfinite(self.stimulus.data)):
                 bad = int(np.flatnonzero(~np.isfinite(self.stimulus.data).reshape(t, -1).all(1))[0])
                 raise NonFiniteFramesError(f"stimulus: frame {bad} contains NaN or infinite values")
+
+    # ---- open files ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the files behind lazy data (the stimulus can no longer be read afterwards)."""
+        while self.resources:
+            self.resources.pop().close()
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- shape and time -------------------------------------------------------------------------
     @property
@@ -249,7 +264,7 @@ class Recording:
             responses=self.responses[:, idx], cell_ids=[self.cell_ids[i] for i in idx],
             intervals=self.intervals, response_unit=self.response_unit, stimulus_name=self.stimulus_name,
             norm_mean=self.norm_mean, norm_std=self.norm_std, provenance=dict(self.provenance),
-            ground_truth=gt,
+            ground_truth=gt, resources=self.resources,
         )
 
     def summary(self) -> dict[str, Any]:
