@@ -176,7 +176,8 @@ class Recording:
     def window_bins(self, split: str | None = None, history: int = 40, offset: int = 1) -> np.ndarray:
         """Bins of a split whose whole history window lies inside the movie."""
         bins = self.split_bins(split)
-        return bins[bins >= first_valid_bin(history, offset)]
+        # a negative offset looks ahead: the window must also end inside the movie
+        return bins[(bins >= first_valid_bin(history, offset)) & (bins - offset < self.n_frames)]
 
     # ---- normalisation --------------------------------------------------------------------------
     def normalization(self, split: str | None = "train", chunk: int = 4096) -> tuple[float, float]:

@@ -1,0 +1,112 @@
+"""STA / STC from recorded spikes: equal to pyret's on the same data, chunking- and method-invariant."""
+
+import numpy as np
+import pytest
+import torch
+from pyret import filtertools
+
+from retina_codec.recordings import Recording
+from retina_codec.rf.correlate import WindowCorrelator
+from retina_codec.rf.sta import spike_triggered_average, spike_triggered_covariance, window_lags
+
+
+def _spiking_recording(t=700, hw=(6, 7), n=3, rate=0.4, seed=0, max_count=None):
+    rng = np.random.default_rng(seed)
+    stim = rng.choice(np.array([-1.0, 1.0], np.float32), size=(t,) + hw)
+    counts = rng.poisson(rate, (t, n)).astype(np.float32)
+    if max_count is not None:
+        counts = np.minimum(counts, max_count)
+    times = np.arange(t) / 100.0
+    return Recording(stim, times, 100.0, counts, intervals={"train": [[0, t / 100.0]]})
+
+
+def _spike_times(rec, cell, rng):
+    """Spike times placed at random inside their frame bins (what binning inverts)."""
+    counts = rec.responses[:, cell].astype(int)
+    starts = np.repeat(rec.frame_times, counts)
+    return np.sort(starts + rng.uniform(0.1, 0.9, starts.size) / rec.frame_rate)
+
+
+@pytest.mark.parametrize("method", ["fft", "direct"])
+@pytest.mark.parametrize("nb,na", [(10, 0), (8, 3)])
+def test_sta_equals_pyret_with_the_documented_alignment(method, nb, na):
+    rec = _spiking_recording()
+    # pyret drops bin nb and bins >= T-1-na and divides by *all* spikes: keep spikes out of those bins
+    rec.responses[: nb + 1] = 0
+    rec.responses[rec.n_frames - 1 - na :] = 0
+    res = spike_triggered_average(rec, history=nb + na, offset=1 - na, normalize=False, method=method,
+                                  batch_size=97, quiet=True)
+    rng = np.random.default_rng(1)
+    stim = rec.stimulus[0 : rec.n_frames]
+    for i in range(rec.n_cells):
+        ref, tax = filtertools.sta(rec.frame_times, stim, _spike_times(rec, i, rng), nb, na)
+        np.testing.assert_allclose(res.sta[i], ref, atol=1e-6, rtol=0)
+        assert res.n_spikes[i] == rec.responses[:, i].sum()
+        # pyret's time axis marks frame ends; ours frame starts, one frame earlier
+        np.testing.assert_allclose(res.lags_s, tax - 1.0 / rec.frame_rate, atol=1e-9)
+
+
+def test_sta_is_the_count_weighted_mean_window_of_the_split():
+    rec = _spiking_recording(t=300, n=2, seed=3)
+    rec.intervals["test"] = np.array([[0.5, 1.2], [2.0, 2.6]])
+    res = spike_triggered_average(rec, "test", history=5, batch_size=16, quiet=True)
+    mean, std = rec.normalization()
+    bins = rec.window_bins("test", 5)
+    stim = (rec.stimulus[0:300] - mean) / std
+    wins = np.stack([stim[t - 5 : t] for t in bins])
+    n = rec.responses[bins]
+    ref = np.einsum("bn,bjyx->njyx", n, wins) / n.sum(0)[:, None, None, None]
+    np.testing.assert_allclose(res.sta, ref, atol=1e-5)
+    assert res.n_bins == len(bins)
+    np.testing.assert_array_equal(res.lags, window_lags(5, 1))
+    assert res.lags[-1] == -1
+
+
+def test_sta_float32_and_chunk_size_agree_with_float64():
+    rec = _spiking_recording(t=900, n=4, seed=5)
+    a = spike_triggered_average(rec, history=12, batch_size=4096, quiet=True)
+    b = spike_triggered_average(rec, history=12, batch_size=50, dtype=torch.float32, quiet=True)
+    np.testing.assert_allclose(a.sta, b.sta, atol=1e-5)
+
+
+def test_sta_of_a_silent_cell_is_nan_not_an_error():
+    rec = _spiking_recording(t=200, n=2)
+    rec.responses[:, 1] = 0
+    res = spike_triggered_average(rec, history=4, quiet=True)
+    assert np.isnan(res.sta[1]).all() and np.isfinite(res.sta[0]).all()
+
+
+def test_correlator_rejects_frames_that_do_not_match_the_bins():
+    corr = WindowCorrelator(2, 5, (3, 3))
+    with pytest.raises(ValueError, match="frames: expected shape"):
+        corr.update(np.zeros((10, 3, 3)), np.zeros((10, 2)))
+
+
+def test_stc_equals_pyret_on_single_spike_bins():
+    rec = _spiking_recording(t=500, hw=(3, 4), n=2, rate=0.5, seed=2, max_count=1)
+    nb = 3
+    rec.responses[: nb + 1] = 0
+    rec.responses[-1:] = 0
+    res = spike_triggered_covariance(rec, history=nb, normalize=False, batch_size=64, quiet=True)
+    rng = np.random.default_rng(0)
+    stim = rec.stimulus[0 : rec.n_frames].astype(np.float64)
+    for i in range(rec.n_cells):
+        ref = filtertools.stc(rec.frame_times, stim, _spike_times(rec, i, rng), nb)
+        np.testing.assert_allclose(res.stc[i], ref, atol=1e-9)
+    vals, vecs = res.eig()
+    assert vals.shape == (2, 36) and np.all(np.diff(vals, axis=1) <= 1e-12)
+
+
+def test_stc_crop_lags_and_basis_select_the_same_coordinates():
+    rec = _spiking_recording(t=400, hw=(6, 6), n=1, seed=4)
+    full = spike_triggered_covariance(rec, history=4, quiet=True)
+    crop = spike_triggered_covariance(rec, history=4, crop=(1, 4, 2, 5), lags=[1, 3], quiet=True)
+    sel = np.zeros((4, 6, 6), bool)
+    sel[[1, 3], 1:4, 2:5] = True
+    flat = np.flatnonzero(sel.ravel())
+    np.testing.assert_allclose(crop.stc[0], full.stc[0][np.ix_(flat, flat)], atol=1e-10)
+    basis = np.random.default_rng(0).standard_normal((144, 5))
+    proj = spike_triggered_covariance(rec, history=4, basis=basis, quiet=True)
+    np.testing.assert_allclose(proj.stc[0], basis.T @ full.stc[0] @ basis, atol=1e-8)
+    with pytest.raises(ValueError, match="max_dim"):
+        spike_triggered_covariance(rec, history=4, max_dim=100, quiet=True)
