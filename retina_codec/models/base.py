@@ -1,0 +1,118 @@
+"""What every retina model carries: its input spec, normalisation, cell ids and addressable layer names.
+
+A model's input at bin t is the z-scored history window ``(B, history, H, W)`` (oldest frame first; see
+:mod:`retina_codec.recordings.windows` for the offset convention) and its output is the predicted
+response ``(B, n_cells)`` in the unit of the responses it was fitted to (spike count per bin, or Hz).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..errors import LayerNotFoundError
+
+__all__ = ["InputSpec", "RetinaModel", "get_module"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The stimulus a model expects.
+
+    history : frames per window (channels of the input), oldest first.
+    height, width : frame size in pixels.
+    frame_rate : frames per second (Hz) of the training data; ``None`` when unknown.
+    offset : window convention: bin t's window is frames ``t-history-offset+1 … t-offset``
+        (``offset=1``, torch-deep-retina's: frames ``t-history … t-1``).
+    """
+
+    history: int
+    height: int
+    width: int
+    frame_rate: float | None = None
+    offset: int = 1
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(history, H, W)``: one input sample."""
+        return (self.history, self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        return cls(int(d["history"]), int(d["height"]), int(d["width"]),
+                   None if d.get("frame_rate") is None else float(d["frame_rate"]), int(d.get("offset", 1)))
+
+
+class RetinaModel(nn.Module):
+    """Base of the retina models: data-description attributes and the layer-name contract.
+
+    Attributes
+    ----------
+    input_spec : :class:`InputSpec`.
+    norm_stats : ``(mean, std)`` used to z-score the stimulus before it enters the model, or ``None``.
+    cell_ids : one id per output, or ``None`` when unknown.
+    metadata : free-form JSON-ready dict (training provenance, held-out metrics) kept in checkpoints.
+    layer_names : addressable names in forward order (a block's own name follows its parts).
+    hidden_layers : the interneuron layers (post-nonlinearity block outputs).
+    affine_stem : names of the leading modules that are affine in eval mode; the contribution engine
+        computes ``stem(αx) = α·(stem(x) − stem(0)) + stem(0)`` once for a path of inputs αx.
+    """
+
+    architecture: ClassVar[str] = "RetinaModel"
+
+    def __init__(self, n_cells: int, history: int, frame_shape: Sequence[int]) -> None:
+        super().__init__()
+        if n_cells < 1:
+            raise ValueError(f"n_cells: expected a positive number of cells, found {n_cells}")
+        h, w = (int(s) for s in frame_shape)
+        self.n_cells = int(n_cells)
+        self.input_spec = InputSpec(int(history), h, w)
+        self.norm_stats: tuple[float, float] | None = None
+        self.cell_ids: list[str] | None = None
+        self.metadata: dict[str, Any] = {}
+
+    # --- to be provided by subclasses ---
+    layer_names: tuple[str, ...] = ()
+    hidden_layers: tuple[str, ...] = ()
+    affine_stem: tuple[str, ...] = ()
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this architecture (JSON-ready)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description: architecture, config, input spec, normalisation, cell ids."""
+        return {
+            "architecture": self.architecture,
+            "config": self.config(),
+            "input_spec": self.input_spec.to_dict(),
+            "norm_stats": None if self.norm_stats is None else
+            {"mean": float(self.norm_stats[0]), "std": float(self.norm_stats[1])},
+            "cell_ids": None if self.cell_ids is None else [str(c) for c in self.cell_ids],
+            "n_cells": self.n_cells,
+            "layer_names": list(self.layer_names),
+            "affine_stem": list(self.affine_stem),
+        }
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name`` (e.g. ``"conv1"``, ``"conv1.bn"``).
+
+    Raises :class:`~retina_codec.errors.LayerNotFoundError` naming the model and the available names
+    (``model.layer_names`` when the model has them, else every named submodule).
+    """
+    modules = dict(model.named_modules())
+    if name in modules and name != "":
+        return modules[name]
+    available = list(getattr(model, "layer_names", ()) or [n for n in modules if n])
+    raise LayerNotFoundError(
+        f"layer {name!r} not found in {type(model).__name__}; available: {', '.join(available)}"
+    )

@@ -1,0 +1,102 @@
+"""Building blocks of the retina models: training-only Gaussian noise, per-unit BatchNorm, named blocks.
+
+Every block exposes its parts as named submodules so that other modules can hook them by name
+(``"conv1.bn"``, ``"readout.linear"``); hooking a block itself gives the block's output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["GaussianNoise", "UnitBatchNorm", "ConvBlock", "Readout", "make_batchnorm", "conv_output_shape"]
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, std²) noise in training mode only; the identity in eval mode (and when ``std == 0``).
+
+    No parameters or buffers, so it never appears in a state dict.
+    """
+
+    def __init__(self, std: float = 0.05) -> None:
+        super().__init__()
+        self.std = float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.std == 0.0:
+            return x
+        return x + self.std * torch.randn_like(x)
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
+
+
+class UnitBatchNorm(nn.BatchNorm1d):
+    """torch-deep-retina's per-unit BatchNorm: one BatchNorm1d feature per element of a ``(C, H, W)`` map.
+
+    Takes and returns ``(B, C, H, W)``; normalises the flattened ``(B, C·H·W)`` view, so every unit
+    (channel × position) has its own statistics, scale and shift. Parameter names are those of
+    ``nn.BatchNorm1d`` (``weight``, ``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``).
+    """
+
+    def __init__(self, shape: tuple[int, int, int], eps: float = 1e-3, momentum: float = 0.01) -> None:
+        c, h, w = (int(s) for s in shape)
+        super().__init__(c * h * w, eps=eps, momentum=momentum)
+        self.shape = (c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if x.shape[1:] != self.shape:
+            raise ValueError(f"UnitBatchNorm: expected input (B, {self.shape}), found {tuple(x.shape)}")
+        return super().forward(x.flatten(1)).view(x.shape)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:  # noqa: A002 - torch's name
+        if input.dim() != 2:
+            raise ValueError(f"UnitBatchNorm: expected a flattened 2-D input, got {input.dim()}-D")
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, " + super().extra_repr()
+
+
+def conv_output_shape(shape: tuple[int, int], kernel_size: int) -> tuple[int, int]:
+    """``(H, W)`` after a valid (unpadded, stride-1) convolution with a square kernel."""
+    out = (shape[0] - kernel_size + 1, shape[1] - kernel_size + 1)
+    if min(out) < 1:
+        raise ValueError(f"kernel {kernel_size}x{kernel_size} does not fit a {shape[0]}x{shape[1]} input")
+    return out
+
+
+def make_batchnorm(kind: str, channels: int, shape: tuple[int, int], eps: float, momentum: float) -> nn.Module:
+    """``kind="channel"``: BatchNorm2d over channels; ``kind="unit"``: :class:`UnitBatchNorm` per unit."""
+    if kind == "channel":
+        return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+    if kind == "unit":
+        return UnitBatchNorm((channels, *shape), eps=eps, momentum=momentum)
+    raise ValueError(f"bn: expected 'channel' or 'unit', found {kind!r}")
+
+
+class ConvBlock(nn.Module):
+    """``conv → bn → noise → relu``; the block's output is the post-ReLU map ``(B, C, H', W')``."""
+
+    def __init__(self, conv: nn.Module, bn: nn.Module, noise_std: float) -> None:
+        super().__init__()
+        self.conv = conv
+        self.bn = bn
+        self.noise = GaussianNoise(noise_std)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.noise(self.bn(self.conv(x))))
+
+
+class Readout(nn.Module):
+    """``flatten → linear → bn → softplus``: non-negative rates ``(B, n_cells)`` from a ``(B, C, H, W)`` map."""
+
+    def __init__(self, in_features: int, n_cells: int, bias: bool = True, eps: float = 1e-3,
+                 momentum: float = 0.01) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, n_cells, bias=bias)
+        self.bn = nn.BatchNorm1d(n_cells, eps=eps, momentum=momentum)
+        self.softplus = nn.Softplus()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.softplus(self.bn(self.linear(x.flatten(1))))
