@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "UntrustedCheckpointError",
     "LayerNotFoundError",
+    "OutputExistsError",
 ]
 
 
@@ -85,3 +86,7 @@ class LayerNotFoundError(RetinaCodecError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class OutputExistsError(RetinaCodecError, FileExistsError):
+    """The output file exists already and overwriting was not asked for."""
