@@ -1,0 +1,160 @@
+"""``contributions()``: per-layer CODEC contributions of a model over a tensor, a Recording or a DataLoader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..progress import progress
+from .engine import ContributionEngine, default_device
+from .hooks import prepared_model
+from .sources import InputSource, as_source
+from .targets import Target, make_target
+
+__all__ = ["contributions", "ContributionResult", "completeness_summary", "fit_reference", "resolve_batch_size"]
+
+
+def completeness_summary(error: np.ndarray, delta: np.ndarray) -> dict[str, float]:
+    """Summary of completeness errors ``Σ C − ΔF`` against ``ΔF = F(x) − F(x₀)`` (same shapes).
+
+    ``total_rel`` = Σ|error| / Σ|ΔF|; ``median_rel`` / ``max_rel`` over samples of |error| / |ΔF|
+    (samples with ΔF = 0 left out); ``max_abs`` the largest |error|.
+    """
+    err = np.abs(np.asarray(error, dtype=np.float64)).ravel()
+    d = np.abs(np.asarray(delta, dtype=np.float64)).ravel()
+    ok = d > 0
+    rel = err[ok] / d[ok]
+    return {
+        "total_rel": float(err.sum() / d.sum()) if d.sum() > 0 else float("nan"),
+        "median_rel": float(np.median(rel)) if rel.size else float("nan"),
+        "max_rel": float(rel.max()) if rel.size else float("nan"),
+        "max_abs": float(err.max()) if err.size else 0.0,
+        "n": int(err.size),
+    }
+
+
+@dataclass
+class ContributionResult:
+    """Contributions of each layer, with the target values and completeness errors.
+
+    ``layers[name]``: ``(n, [K,] *features)`` — features ``(2C,)`` with ``("ei_split", "spatial_sum")``,
+    the layer's full output shape with ``reduce=None``. ``f_x`` / ``f_baseline``: ``(n, [K])`` target at
+    the input and the baseline. ``completeness[name]``: ``(n, [K])`` signed error
+    ``Σ_units C − (F(x) − F(x₀))``. ``bins``: ``(n,)`` sample indices (time bins for a recording).
+    """
+
+    layers: dict[str, np.ndarray]
+    f_x: np.ndarray
+    f_baseline: np.ndarray
+    completeness: dict[str, np.ndarray]
+    bins: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        return self.layers[layer]
+
+    @property
+    def delta(self) -> np.ndarray:
+        """``F(x) − F(x₀)`` per sample ``(n, [K])``."""
+        return self.f_x - self.f_baseline
+
+    def relative_error(self, layer: str) -> np.ndarray:
+        """Per-sample |Σ C − ΔF| / |ΔF| ``(n, [K])`` (inf where ΔF = 0)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.abs(self.completeness[layer]) / np.abs(self.delta)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per layer completeness summary (see :func:`completeness_summary`)."""
+        return {n: completeness_summary(e, self.delta) for n, e in self.completeness.items()}
+
+
+def fit_reference(model: nn.Module, target: Target, reference: InputSource, batch_size: int = 256,
+                  device: torch.device | None = None, dtype: torch.dtype | None = None,
+                  quiet: bool | None = None) -> Target:
+    """Fit a target that needs reference statistics (surprisal's μ, Σ) from the model's outputs."""
+    device = torch.device(device) if device is not None else default_device()
+    outs = []
+    with prepared_model(model, device, dtype), torch.no_grad():
+        first = next(iter(model.parameters()), None)
+        run_dtype = dtype or (first.dtype if first is not None else torch.get_default_dtype())
+        chunks = reference.iter_chunks(batch_size)
+        total = None if reference.n is None else -(-reference.n // batch_size)
+        for _, x in progress(chunks, desc="reference pass", total=total, quiet=quiet, unit="chunk"):
+            outs.append(model(x.to(device=device, dtype=run_dtype)).flatten(1).double().cpu())
+    if not outs:
+        raise ValueError("reference: no samples to compute the surprisal statistics from")
+    target.fit(torch.cat(outs))
+    return target
+
+
+def resolve_batch_size(engine: ContributionEngine, source: InputSource, batch_size: int | str) -> int:
+    """``"auto"`` → from the memory budget; else the given positive integer."""
+    if batch_size == "auto" or batch_size is None:
+        return engine.auto_batch_size(source.sample_shape())
+    b = int(batch_size)
+    if b < 1:
+        raise ValueError(f"batch_size: expected a positive integer or 'auto', found {batch_size!r}")
+    return b
+
+
+def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target: Any = "sum",
+                  method: str = "conductance", steps: int = 20, rule: str = "trapezoid",
+                  baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
+                  batch_size: int | str = "auto", device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None, quiet: bool | None = None, split: str | None = "test",
+                  history: int | None = None, reference: Any = None) -> ContributionResult:
+    """Contributions of the hooked ``layers`` to ``target`` for every sample of ``inputs`` (in memory).
+
+    Parameters
+    ----------
+    model : any ``nn.Module``; layers are its ``named_modules()`` names. ``model.affine_stem`` (names of
+        leading modules affine in eval mode) enables computing the stem once.
+    inputs : tensor ``(n, ...)``; a :class:`~retina_codec.recordings.Recording` (history windows of
+        ``split``, z-scored with the model's stimulus statistics if it has them, else the recording's);
+        or a DataLoader / iterable of batches.
+    target : cell index, list of cells (per-cell, all in one batched backward), ``"sum"``,
+        ``"surprisal"`` (μ, Σ from ``reference``, default the inputs), ``"top1_logit"``,
+        ``"softmax_prob"``, ``"contrastive"``, a callable or a :class:`~.targets.Target`.
+    method : ``"conductance"`` (rule ``"trapezoid"`` = CODEC, ``"left"`` = captum), ``"layer_ig"``,
+        ``"act_grad"``, ``"act_normgrad"``; ``steps`` path steps m.
+    baseline : scalar or tensor (one sample or one per sample) x₀.
+    reduce : ``("ei_split", "spatial_sum")`` (16 numbers per bin for an 8-channel layer), either, or None
+        for full maps.
+
+    For outputs too large for memory use :func:`~.store.write_contributions`, which streams to HDF5.
+    """
+    source = as_source(inputs, model, split=split, history=history)
+    tgt = make_target(target)
+    engine = ContributionEngine(model, layers, tgt, method, steps, rule, baseline, reduce, device, dtype)
+    if tgt.needs_reference and not getattr(tgt, "fitted", True):
+        ref = source if reference is None else as_source(reference, model, split=split, history=history)
+        fit_reference(model, tgt, ref, device=engine.device, dtype=dtype, quiet=quiet)
+    parts: dict[str, list] = {n: [] for n in engine.layers}
+    errs: dict[str, list] = {n: [] for n in engine.layers}
+    fx, f0, bins = [], [], []
+    with engine:
+        b = resolve_batch_size(engine, source, batch_size)
+        total = None if source.n is None else -(-source.n // b)
+        for idx, x in progress(source.iter_chunks(b), desc="contributions", total=total, quiet=quiet,
+                               unit="chunk"):
+            r = engine.compute(x)
+            for n in engine.layers:
+                parts[n].append(r.contributions[n].cpu().numpy())
+                errs[n].append(r.error[n].cpu().numpy())
+            fx.append(r.f_x.cpu().numpy())
+            f0.append(r.f_baseline.cpu().numpy())
+            bins.append(idx)
+        settings = engine.describe()
+    if not bins:
+        raise ValueError("inputs: no samples to compute contributions for")
+    settings["source"] = source.description
+    return ContributionResult(
+        layers={n: np.concatenate(v) for n, v in parts.items()},
+        f_x=np.concatenate(fx), f_baseline=np.concatenate(f0),
+        completeness={n: np.concatenate(v) for n, v in errs.items()},
+        bins=np.concatenate(bins), settings=settings,
+    )

@@ -1,0 +1,322 @@
+"""The shared path-and-batching core: every method and target runs through :class:`ContributionEngine`.
+
+Cost floor (DESIGN.md §5): the S path points are folded into the batch (one forward of ``S·B`` rows);
+gradients are taken w.r.t. the hooked activations only (parameters frozen, the input never requires
+grad); every hooked layer comes from the same passes; an affine stem is computed once per sample
+(:mod:`.paths`); per-cell targets get all their gradients from one batched backward
+(``is_grads_batched``) over the shared forward graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .hooks import capture_outputs, prepared_model, replace_outputs, resolve_module
+from .methods import Method, make_method
+from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolate
+from .reductions import normalize_reduce, reduce_map, reduced_shape
+from .targets import Target, make_target
+
+__all__ = ["ContributionEngine", "ChunkResult", "default_device"]
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class ChunkResult:
+    """Contributions of one chunk of B samples.
+
+    ``contributions[layer]`` is ``(B, [K,] *features)`` (reduced); ``f_x`` / ``f_baseline`` the target at
+    the input and at the baseline ``(B, [K])``; ``error[layer]`` the signed completeness error
+    ``Σ_units C − (F(x) − F(x₀))`` ``(B, [K])``.
+    """
+
+    contributions: dict[str, torch.Tensor]
+    f_x: torch.Tensor
+    f_baseline: torch.Tensor
+    error: dict[str, torch.Tensor]
+
+
+def _available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+class ContributionEngine:
+    """Per-chunk contributions of ``layers`` to ``target`` (use as a context manager).
+
+    Inside the ``with`` block the model is in eval mode with frozen parameters (and on ``device`` /
+    ``dtype``); everything is restored on exit, also after an exception. :meth:`compute` maps a chunk
+    ``x (B, ...)`` to a :class:`ChunkResult`.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[str] | tuple[str, ...] | str, target: Any = "sum",
+                 method: str | Method = "conductance", steps: int = 20, rule: str = "trapezoid",
+                 baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
+                 device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                 stem: Any = "auto") -> None:
+        self.model = model
+        self.layers = [layers] if isinstance(layers, str) else list(layers)
+        if not self.layers:
+            raise ValueError("layers: expected at least one layer name, found none")
+        for name in self.layers:
+            resolve_module(model, name)
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers: names must be unique, found {self.layers}")
+        self.target: Target = make_target(target)
+        self.method: Method = make_method(method, steps, rule)
+        self.baseline = baseline
+        self.reduce = normalize_reduce(reduce)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = dtype
+        self.stem: AffineStem | None = find_stem(model, None if stem == "auto" else (stem or ()))
+        self._stack: contextlib.ExitStack | None = None
+        self._s0_cache: tuple[tuple, torch.Tensor] | None = None
+
+    # ---- context ---------------------------------------------------------------------------------
+    def __enter__(self) -> ContributionEngine:
+        self._stack = contextlib.ExitStack()
+        try:
+            self._stack.enter_context(prepared_model(self.model, self.device, self.dtype))
+        except BaseException:
+            self._stack.close()
+            self._stack = None
+            raise
+        first = next(iter(self.model.parameters()), None)
+        self.run_dtype = self.dtype or (first.dtype if first is not None else torch.get_default_dtype())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        self._s0_cache = None
+        if stack is not None:
+            stack.close()
+
+    def _require_open(self) -> None:
+        if self._stack is None:
+            raise RuntimeError("ContributionEngine must be used inside a `with` block")
+
+    # ---- description ------------------------------------------------------------------------------
+    @property
+    def per_cell(self) -> bool:
+        return self.target.per_cell
+
+    def describe(self) -> dict[str, Any]:
+        """Settings stored with the results."""
+        b = self.baseline
+        return {
+            "method": self.method.name, "rule": self.method.rule or "", "steps": self.method.steps,
+            "target": self.target.describe(), "layers": list(self.layers), "reduction": list(self.reduce),
+            "baseline": float(b) if not isinstance(b, torch.Tensor) else "tensor",
+            "affine_stem": list(self.stem.names) if self.stem is not None else [],
+        }
+
+    # ---- shapes and batch size --------------------------------------------------------------------
+    def probe(self, sample_shape: tuple[int, ...]) -> tuple[dict[str, tuple[int, ...]], int]:
+        """Per-sample output shape of every hooked layer and the bytes of all module outputs per row."""
+        self._require_open()
+        x = torch.zeros((1, *sample_shape), dtype=self.run_dtype, device=self.device)
+        total = [0]
+        shapes: dict[str, tuple[int, ...]] = {}
+        handles = []
+
+        def count(m: nn.Module, a: object, out: object) -> None:
+            if isinstance(out, torch.Tensor):
+                total[0] += out.numel() * out.element_size()
+
+        try:
+            for m in self.model.modules():
+                if not list(m.children()):
+                    handles.append(m.register_forward_hook(count))
+            with torch.no_grad(), capture_outputs(self.model, self.layers) as store:
+                self.model(x)
+                shapes = {n: tuple(store[n].shape[1:]) for n in self.layers}
+        finally:
+            for h in handles:
+                h.remove()
+        if self.stem is None:
+            total[0] += x.numel() * x.element_size()
+        return shapes, total[0]
+
+    def output_shapes(self, sample_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each layer's stored contributions, ``([K,] *features)``."""
+        shapes, _ = self.probe(sample_shape)
+        k = (self.target.n_targets,) if self.per_cell else ()
+        return {n: k + reduced_shape(s, self.reduce) for n, s in shapes.items()}
+
+    def auto_batch_size(self, sample_shape: tuple[int, ...], budget_bytes: int | None = None) -> int:
+        """Samples per chunk so that one chunk's path passes fit in the memory budget."""
+        shapes, row_bytes = self.probe(sample_shape)
+        s = len(self.method.alphas())
+        k = self.target.n_targets
+        elem = torch.tensor([], dtype=self.run_dtype).element_size()
+        hooked = sum(int(np.prod(v)) for v in shapes.values()) * elem
+        per_sample = s * (3 * row_bytes + 3 * k * hooked) + int(np.prod(sample_shape)) * elem * 2
+        if budget_bytes is None:
+            env = os.environ.get("RETINA_CODEC_MEMORY_BUDGET")
+            if env:
+                budget_bytes = int(float(env))
+            elif self.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self.device)
+                budget_bytes = int(0.4 * free)
+            else:
+                budget_bytes = min(1 << 30, _available_bytes() // 4)
+        return int(max(1, min(4096, budget_bytes // max(per_sample, 1))))
+
+    # ---- core passes --------------------------------------------------------------------------------
+    def _stem_baseline(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """stem(x₀), cached for a scalar / single-sample baseline."""
+        assert self.stem is not None
+        if x0.shape[0] == 1:
+            key = (tuple(x.shape[1:]), x.dtype, x.device)
+            if self._s0_cache is None or self._s0_cache[0] != key:
+                self._s0_cache = (key, self.stem(x0.expand(1, *x.shape[1:]).contiguous()))
+            return self._s0_cache[1]
+        return self.stem(x0)
+
+    def _forward_path(self, x: torch.Tensor, x0: torch.Tensor, alphas: torch.Tensor,
+                      store: dict[str, torch.Tensor] | None, replace: dict | None = None) -> torch.Tensor:
+        """Model outputs ``(S, B, ...)`` at ``x₀ + α(x − x₀)``; hooked outputs go to ``store``.
+
+        ``replace`` maps layer names to functions replacing their outputs (layer-space paths).
+        """
+        s, b = alphas.shape[0], x.shape[0]
+        with contextlib.ExitStack() as stack:
+            if self.stem is not None:
+                pts = interpolate(self.stem(x), self._stem_baseline(x0, x), alphas)
+                stack.enter_context(self.stem.replaying(pts))
+                inp = dummy_input(s * b, x.shape[1:], x)
+            else:
+                inp = interpolate(x, x0, alphas)
+            if store is not None:
+                stack.enter_context(capture_outputs(self.model, self.layers, store))
+            if replace:
+                stack.enter_context(replace_outputs(self.model, replace))
+            out = self.model(inp)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"model output: expected a tensor, found {type(out).__name__}")
+        return out.reshape(s, b, *out.shape[1:])
+
+    def _values(self, out: torch.Tensor, out_x: torch.Tensor) -> torch.Tensor:
+        v = self.target(out, out_x)
+        if not self.per_cell:
+            v = v.unsqueeze(-1)
+        if v.ndim != 3 or v.shape[:2] != out.shape[:2]:
+            raise ValueError(f"target {self.target!r}: expected values (S, B[, K]); found {tuple(v.shape)}")
+        return v  # (S, B, K)
+
+    def _grads(self, values: torch.Tensor, wrt: list[torch.Tensor]) -> list[torch.Tensor]:
+        """∂F_k/∂a for every target k and tensor a: each ``(K, *a.shape)``, from one (batched) backward."""
+        k = values.shape[-1]
+        if k == 1:
+            gs = torch.autograd.grad(values.sum(), wrt, allow_unused=True)
+            gs = [g.unsqueeze(0) if g is not None else torch.zeros((1, *a.shape), dtype=a.dtype, device=a.device)
+                  for g, a in zip(gs, wrt)]
+            return gs
+        eye = torch.eye(k, dtype=values.dtype, device=values.device)
+        go = eye.view(k, 1, 1, k).expand(k, *values.shape)
+        try:
+            gs = torch.autograd.grad(values, wrt, grad_outputs=go, is_grads_batched=True, allow_unused=True,
+                                     retain_graph=True)
+        except RuntimeError:  # an op without a batching rule: one backward per target
+            per = [torch.autograd.grad(values, wrt, grad_outputs=go[i], allow_unused=True, retain_graph=True)
+                   for i in range(k)]
+            gs = [torch.stack([p[j] if p[j] is not None else torch.zeros_like(a) for p in per])
+                  for j, a in enumerate(wrt)]
+        return [g if g is not None else torch.zeros((k, *a.shape), dtype=a.dtype, device=a.device)
+                for g, a in zip(gs, wrt)]
+
+    def _baseline_values(self, x: torch.Tensor, x0: torch.Tensor, out_x: torch.Tensor) -> torch.Tensor:
+        """F(x₀) per sample ``(B, K)`` from a forward of the baseline alone."""
+        with torch.no_grad():
+            rows = x0.expand(x0.shape[0], *x.shape[1:])
+            out0 = self.model(rows.contiguous())
+            out0 = out0.expand(x.shape[0], *out0.shape[1:]).unsqueeze(0)
+            return self._values(out0, out_x)[0]
+
+    def compute(self, x: torch.Tensor) -> ChunkResult:
+        """Contributions of every layer for the samples ``x (B, ...)``."""
+        self._require_open()
+        x = torch.as_tensor(x).to(device=self.device, dtype=self.run_dtype)
+        x0 = baseline_like(self.baseline, x)
+        if self.stem is not None:
+            self.stem.verify(x)
+        alphas_l = self.method.alphas()
+        alphas = torch.tensor(alphas_l, dtype=self.run_dtype, device=self.device)
+        if self.method.path == "input":
+            return self._input_path(x, x0, alphas, alphas_l)
+        return self._layer_path(x, x0, alphas)
+
+    def _input_path(self, x, x0, alphas, alphas_l) -> ChunkResult:
+        store: dict[str, torch.Tensor] = {}
+        s, b = len(alphas_l), x.shape[0]
+        with torch.enable_grad():
+            out = self._forward_path(x, x0, alphas, store)
+            i1 = alphas_l.index(1.0)
+            out_x = out[i1].detach()
+            values = self._values(out, out_x)
+            acts = [store[n] for n in self.layers]
+            grads = self._grads(values, acts)
+        values = values.detach()
+        f_x = values[i1]
+        f_0 = values[alphas_l.index(0.0)] if 0.0 in alphas_l else self._baseline_values(x, x0, out_x)
+        contribs, errors = {}, {}
+        with torch.no_grad():
+            for name, a, g in zip(self.layers, acts, grads):
+                a = a.detach().reshape(s, b, *a.shape[1:])
+                g = g.reshape(g.shape[0], s, b, *a.shape[2:])
+                a_0 = a[alphas_l.index(0.0)] if 0.0 in alphas_l else None
+                c = self.method.combine(a, g, a[i1], a_0)
+                contribs[name], errors[name] = self._finish(c, f_x, f_0)
+        return ChunkResult(contribs, self._squeeze(f_x), self._squeeze(f_0), errors)
+
+    def _layer_path(self, x, x0, alphas) -> ChunkResult:
+        store: dict[str, torch.Tensor] = {}
+        ends = torch.tensor([0.0, 1.0], dtype=alphas.dtype, device=alphas.device)
+        with torch.no_grad():
+            out = self._forward_path(x, x0, ends, store)
+        out_x = out[1]
+        v = self._values(out, out_x)
+        f_0, f_x = v[0], v[1]
+        b = x.shape[0]
+        ones = torch.ones(1, dtype=alphas.dtype, device=alphas.device)
+        contribs, errors = {}, {}
+        for name in self.layers:
+            a = store[name].reshape(2, b, *store[name].shape[1:])
+            a_0, a_x = a[0], a[1]
+            pts = interpolate(a_x, a_0, alphas).requires_grad_(True)
+            with torch.enable_grad():
+                out = self._forward_path(x, x0, ones.expand(len(alphas)), None, {name: lambda _o, p=pts: p})
+                values = self._values(out, out_x)
+                (g,) = self._grads(values, [pts])
+            with torch.no_grad():
+                g = g.reshape(g.shape[0], len(alphas), b, *a_x.shape[1:])
+                c = self.method.combine(None, g, a_x, a_0)
+                contribs[name], errors[name] = self._finish(c, f_x, f_0)
+        return ChunkResult(contribs, self._squeeze(f_x), self._squeeze(f_0), errors)
+
+    def _finish(self, c: torch.Tensor, f_x: torch.Tensor, f_0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, B, ...) contributions → reduced ``(B, [K,] ...)`` and the completeness error ``(B, [K])``."""
+        c = c.transpose(0, 1)  # (B, K, ...)
+        err = c.flatten(2).sum(-1) - (f_x - f_0)
+        red = reduce_map(c, self.reduce, lead=2)
+        return self._squeeze(red), self._squeeze(err)
+
+    def _squeeze(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.per_cell else t.squeeze(1)

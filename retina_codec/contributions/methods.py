@@ -1,0 +1,149 @@
+"""Attribution formulas on top of the shared path core (DESIGN.md §5).
+
+Every method is a small object saying which path points it needs (``alphas``), whether the path is
+walked in input space (``"input"``: all hooked layers from the same passes) or in one layer's activation
+space (``"layer"``: layer integrated gradients), and how activations ``a`` and gradients ``g = ∂F/∂a``
+at those points combine into per-unit contributions. Shapes: ``acts (S, B, ...)`` for S path points and B
+samples; ``grads (K, S, B, ...)`` for K targets; the result is ``(K, B, ...)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["Method", "Conductance", "LayerIntegratedGradients", "ActGrad", "ActNormGrad", "make_method",
+           "METHODS", "RULES"]
+
+RULES = ("trapezoid", "left")
+METHODS = ("conductance", "layer_ig", "act_grad", "act_normgrad")
+
+
+def _check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise ValueError(f"rule: expected one of {RULES}, found {rule!r}")
+    return rule
+
+
+def _check_steps(steps: int) -> int:
+    if int(steps) < 1:
+        raise ValueError(f"steps: expected a positive number of path steps, found {steps!r}")
+    return int(steps)
+
+
+class Method:
+    """Base class: path points, path space and the contribution formula."""
+
+    name = "method"
+    path = "input"
+    rule: str | None = None
+
+    def __init__(self, steps: int = 20) -> None:
+        self.steps = _check_steps(steps)
+
+    def alphas(self) -> list[float]:
+        """Path positions α in [0, 1] at which activations and gradients are taken."""
+        raise NotImplementedError
+
+    def combine(self, acts: torch.Tensor | None, grads: torch.Tensor, a_x: torch.Tensor,
+                a_0: torch.Tensor | None) -> torch.Tensor:
+        """Contributions ``(K, B, ...)`` from path activations, gradients and the end points."""
+        raise NotImplementedError
+
+
+def _grid(m: int) -> list[float]:
+    return [k / m for k in range(m + 1)]
+
+
+class Conductance(Method):
+    """Conductance along ``x_k = x₀ + (k/m)(x − x₀)``, k = 0…m.
+
+    rule ``"trapezoid"`` (CODEC): ``C = Σ_{k=1..m} ½(g_{k−1} + g_k) ⊙ (a_k − a_{k−1})``;
+    rule ``"left"`` (captum ``LayerConductance``): ``C = Σ_{k=1..m} g_{k−1} ⊙ (a_k − a_{k−1})``.
+    """
+
+    name = "conductance"
+
+    def __init__(self, steps: int = 20, rule: str = "trapezoid") -> None:
+        super().__init__(steps)
+        self.rule = _check_rule(rule)
+
+    def alphas(self) -> list[float]:
+        return _grid(self.steps)
+
+    def combine(self, acts, grads, a_x, a_0):
+        da = acts[1:] - acts[:-1]  # (m, B, ...)
+        if self.rule == "trapezoid":
+            g = 0.5 * (grads[:, :-1] + grads[:, 1:])
+        else:
+            g = grads[:, :-1]
+        return (g * da.unsqueeze(0)).sum(1)
+
+
+class LayerIntegratedGradients(Method):
+    """Integrated gradients in one layer's activation space: ``a(α) = a₀ + α(a_x − a₀)``.
+
+    ``C = (a_x − a₀) ⊙ Σ_k w_k g(α_k)``; rule ``"trapezoid"``: α = k/m, k = 0…m, weights
+    ``1/m`` halved at both ends (they sum to 1); rule ``"left"``: α = k/m, k = 0…m−1, weights ``1/m``
+    (captum's ``riemann_left``).
+    """
+
+    name = "layer_ig"
+    path = "layer"
+
+    def __init__(self, steps: int = 20, rule: str = "trapezoid") -> None:
+        super().__init__(steps)
+        self.rule = _check_rule(rule)
+
+    def alphas(self) -> list[float]:
+        return _grid(self.steps) if self.rule == "trapezoid" else _grid(self.steps)[:-1]
+
+    def weights(self) -> list[float]:
+        m = self.steps
+        if self.rule == "trapezoid":
+            return [0.5 / m] + [1.0 / m] * (m - 1) + [0.5 / m]
+        return [1.0 / m] * m
+
+    def combine(self, acts, grads, a_x, a_0):
+        w = torch.tensor(self.weights(), dtype=grads.dtype, device=grads.device)
+        w = w.view(1, -1, *([1] * (grads.ndim - 2)))
+        return (grads * w).sum(1) * (a_x - a_0).unsqueeze(0)
+
+
+class ActGrad(Method):
+    """Activation × gradient at the input itself: ``C = a ⊙ ∂F/∂a`` (one pass, no path)."""
+
+    name = "act_grad"
+
+    def alphas(self) -> list[float]:
+        return [1.0]
+
+    def combine(self, acts, grads, a_x, a_0):
+        return grads[:, -1] * a_x.unsqueeze(0)
+
+
+class ActNormGrad(ActGrad):
+    """Activation × normalised gradient: ``C = a ⊙ g/‖g‖₂``, the norm over each sample's whole layer gradient."""
+
+    name = "act_normgrad"
+
+    def combine(self, acts, grads, a_x, a_0):
+        g = grads[:, -1]  # (K, B, ...)
+        norm = g.flatten(2).norm(dim=-1).clamp_min(torch.finfo(g.dtype).tiny)
+        return g / norm.view(*norm.shape, *([1] * (g.ndim - 2))) * a_x.unsqueeze(0)
+
+
+def make_method(method: str | Method, steps: int = 20, rule: str = "trapezoid") -> Method:
+    """A :class:`Method` by name: ``conductance``, ``layer_ig`` (``integrated_gradients``), ``act_grad``,
+    ``act_normgrad``."""
+    if isinstance(method, Method):
+        return method
+    key = str(method).lower().replace("-", "_")
+    if key in ("conductance", "codec"):
+        return Conductance(steps, rule)
+    if key in ("layer_ig", "layer_integrated_gradients", "integrated_gradients", "ig"):
+        return LayerIntegratedGradients(steps, rule)
+    if key in ("act_grad", "activation_gradient"):
+        return ActGrad(steps)
+    if key in ("act_normgrad", "act_norm_grad"):
+        return ActNormGrad(steps)
+    raise ValueError(f"method: expected one of {METHODS}, found {method!r}")

@@ -1,0 +1,102 @@
+"""Straight-line paths ``x_k = x₀ + α_k (x − x₀)`` folded into the batch, and the affine-stem shortcut.
+
+Path points are laid out step-major: rows ``k·B … k·B + B − 1`` hold step k for the B samples, so a
+model output of ``(S·B, ...)`` rows views as ``(S, B, ...)``.
+
+**Affine stem.** When a model's leading modules are affine along the path (conv / linear, eval-mode
+BatchNorm; named by ``model.affine_stem``), ``stem(x₀ + α(x − x₀)) = stem(x₀) + α(stem(x) − stem(x₀))``.
+The stem is then run once on x (and once on x₀) instead of once per step: its first module is swapped for a
+:class:`~.hooks.Replay` of the per-step outputs, the rest of the stem for ``Identity``, and the model is fed
+a zero-stride dummy input that is never materialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .hooks import Replay, resolve_module, swap_modules
+
+__all__ = ["AffineStem", "interpolate", "baseline_like", "dummy_input", "find_stem"]
+
+
+def baseline_like(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The baseline as a tensor broadcastable to ``x`` (B, ...): a scalar, one sample, or one per sample."""
+    if isinstance(baseline, torch.Tensor):
+        b = baseline.to(device=x.device, dtype=x.dtype)
+        if b.ndim == x.ndim - 1:
+            b = b.unsqueeze(0)
+        if b.ndim != x.ndim or not (b.shape[0] in (1, x.shape[0]) and b.shape[1:] == x.shape[1:]):
+            raise ValueError(f"baseline: expected a scalar, shape {tuple(x.shape[1:])} or "
+                             f"{tuple(x.shape)}; found {tuple(baseline.shape)}")
+        return b
+    return torch.full((1,) * x.ndim, float(baseline), dtype=x.dtype, device=x.device)
+
+
+def interpolate(a: torch.Tensor, a0: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """``a0 + α (a − a0)`` for every α, step-major: ``(S·B, ...)`` from ``a (B, ...)`` and ``a0``."""
+    a0 = a0.expand_as(a)
+    shape = (-1,) + (1,) * a.ndim
+    pts = a0.unsqueeze(0) + alphas.to(a.dtype).view(shape) * (a - a0).unsqueeze(0)
+    return pts.reshape(-1, *a.shape[1:])
+
+
+def dummy_input(rows: int, sample_shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """A zero input of ``(rows, *sample_shape)`` that occupies one element (all strides zero)."""
+    return torch.zeros((), dtype=like.dtype, device=like.device).expand(rows, *sample_shape)
+
+
+def find_stem(model: nn.Module, names: Sequence[str] | None = None) -> AffineStem | None:
+    """The model's affine stem from ``names`` or ``model.affine_stem``; ``None`` when it has none."""
+    names = names if names is not None else getattr(model, "affine_stem", None)
+    if not names:
+        return None
+    return AffineStem(model, tuple(names))
+
+
+class AffineStem:
+    """Leading modules of ``model`` that are affine in eval mode and applied in sequence to the input."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
+        self.model = model
+        self.names = names
+        self.modules = [resolve_module(model, n) for n in names]
+        self.verified = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``stem(x)`` (no autograd)."""
+        with torch.no_grad():
+            for m in self.modules:
+                x = m(x)
+        return x
+
+    @contextlib.contextmanager
+    def replaying(self, outputs: torch.Tensor) -> Iterator[None]:
+        """Within the block, the stem returns ``outputs`` whatever it is fed."""
+        swaps = {self.names[0]: Replay(outputs)}
+        swaps.update({n: nn.Identity() for n in self.names[1:]})
+        with swap_modules(self.model, swaps):
+            yield
+
+    def verify(self, x: torch.Tensor, rtol: float = 1e-4) -> None:
+        """Check on one sample that replaying ``stem(x)`` reproduces the model's own output."""
+        if self.verified:
+            return
+        x1 = x[:1]
+        with torch.no_grad():
+            ref = self.model(x1)
+            with self.replaying(self(x1)):
+                got = self.model(dummy_input(1, x1.shape[1:], x1))
+        if not isinstance(ref, torch.Tensor) or ref.shape != got.shape:
+            raise ValueError(f"affine_stem {list(self.names)}: replaying the stem changes the output shape")
+        scale = ref.abs().max().clamp_min(1e-12)
+        if (ref - got).abs().max() > rtol * scale:
+            raise ValueError(
+                f"affine_stem {list(self.names)}: replaying the stem does not reproduce the model's output "
+                f"(max difference {float((ref - got).abs().max()):.3g}); these modules are not the model's "
+                "leading affine chain"
+            )
+        self.verified = True
