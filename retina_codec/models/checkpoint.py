@@ -69,7 +69,7 @@ def save_model(model: RetinaModel, path: str | os.PathLike, metadata: dict[str, 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
            **model.describe(), "metadata": metadata or {}}
-    doc["dtype"] = str(next(iter(state.values())).dtype).replace("torch.", "") if state else "float32"
+    doc["dtype"] = str(next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32))[6:]
     text = json.dumps(doc, indent=2, default=_jsonable)
     with atomic_path(weights, suffix=".safetensors") as tmp:
         save_file(state, str(tmp), metadata={_HEADER_KEY: text})
@@ -125,9 +125,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> R
         state = load_file(str(weights))
     except Exception as err:
         raise CheckpointError(f"{weights}: cannot read safetensors weights ({err})") from err
-    dtype = next(iter(state.values())).dtype if state else torch.float32
-    if dtype.is_floating_point:
-        model = model.to(dtype)
+    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
+    model = model.to(dtype)
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise CheckpointError(

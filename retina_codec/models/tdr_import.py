@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,16 @@ def load_tdr_pickle(path: str | os.PathLike, trust: bool = False) -> dict[str, A
         with torch.serialization.safe_globals(SAFE_NUMPY_GLOBALS):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        text = str(err)
+        found = re.findall(r"Unsupported global: GLOBAL (\S+)", text)
+        if not found and "global" not in text.lower():
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(text)})") from None
         if not trust:
-            needed = _unsafe_globals(path)
-            what = ", ".join(needed) if needed else str(err).split("WeightsUnpickler error:")[-1].strip()[:200]
+            needed = _unsafe_globals(path) or found
             raise UntrustedCheckpointError(
                 f"{path}: loading needs types outside the safe set (tensors, containers, numpy "
-                f"scalars/arrays): {what}. Unpickling such a file can run arbitrary code; pass "
-                f"trust=True (CLI: --trust) only for a file from a source you trust"
+                f"scalars/arrays): {', '.join(needed) or _first_line(text)}. Unpickling such a file can run "
+                f"arbitrary code; pass trust=True (CLI: --trust) only for a file from a source you trust"
             ) from None
         data = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError) as err:
@@ -82,6 +86,13 @@ def load_tdr_pickle(path: str | os.PathLike, trust: bool = False) -> dict[str, A
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(data).__name__}")
     return data
+
+
+def _first_line(text: str) -> str:
+    """The unpickler's own complaint from torch's long weights-only error message."""
+    tail = text.split("WeightsUnpickler error:")[-1]
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return lines[0][:200] if lines else ""
 
 
 def _unsafe_globals(path: Path) -> list[str]:
