@@ -36,6 +36,8 @@ class GroundTruth:
         rectification) in arbitrary units.
     amacrine_traces : (T, A) float32, amacrine outputs in arbitrary units.
     params : JSON-serialisable dict of every simulator setting (seed, sizes, filter constants).
+    amacrine_pooling : (A, S) float32, input weight of each bipolar subunit's (pre-inhibition) output
+        on each amacrine cell (empty ``(0, 0)`` when not known).
     """
 
     true_rates: np.ndarray
@@ -51,6 +53,7 @@ class GroundTruth:
     bipolar_traces: np.ndarray
     amacrine_traces: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+    amacrine_pooling: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     TIME_FIELDS = ("true_rates", "bipolar_traces", "amacrine_traces")
 
