@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
+from _model_helpers import randomize_batchnorm
 
 import retina_codec.models.checkpoint as ckpt
 from retina_codec.errors import CheckpointError
 from retina_codec.models import BNCNN, LinearStackedBNCNN, LNModel, load_model, read_metadata, save_model
 from retina_codec.models.base import InputSpec
-
-from .test_models import randomize_batchnorm
 
 CASES = {
     "bncnn-channel": lambda: BNCNN(3, history=6, frame_shape=(30, 30)),

@@ -4,24 +4,12 @@ collapse of the linear-stacked variant, and the LN baseline."""
 import numpy as np
 import pytest
 import torch
+from _model_helpers import randomize_batchnorm
 
 from retina_codec.errors import LayerNotFoundError
 from retina_codec.models import BNCNN, LinearStackedBNCNN, LNModel, get_module
 from retina_codec.models.layers import GaussianNoise
 from retina_codec.models.linear_stacked import LinearStackedConv2d, compose_kernels
-
-
-def randomize_batchnorm(model, seed=0):
-    """Give every BatchNorm non-trivial running statistics and affine parameters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g, dtype=m.running_mean.dtype) * 0.3)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g, dtype=m.running_var.dtype) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g, dtype=m.weight.dtype) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g, dtype=m.bias.dtype) * 0.1)
-    return model
 
 
 @pytest.mark.parametrize("bn", ["channel", "unit"])

@@ -12,12 +12,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from _model_helpers import randomize_batchnorm
 from torch import nn
 
 from retina_codec.errors import CheckpointError, UntrustedCheckpointError
 from retina_codec.models import BNCNN, get_module, import_tdr_checkpoint
-
-from .test_models import randomize_batchnorm
 
 
 class Flatten(nn.Module):
