@@ -64,7 +64,7 @@ def test_sta_is_the_count_weighted_mean_window_of_the_split():
 
 def test_sta_float32_and_chunk_size_agree_with_float64():
     rec = _spiking_recording(t=900, n=4, seed=5)
-    a = spike_triggered_average(rec, history=12, batch_size=4096, quiet=True)
+    a = spike_triggered_average(rec, history=12, batch_size=4096, dtype=torch.float64, quiet=True)
     b = spike_triggered_average(rec, history=12, batch_size=50, dtype=torch.float32, quiet=True)
     np.testing.assert_allclose(a.sta, b.sta, atol=1e-5)
 

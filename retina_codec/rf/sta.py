@@ -108,7 +108,7 @@ def spike_triggered_average(
     batch_size: int = 2048,
     method: str = "fft",
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float32,
     quiet: bool | None = None,
 ) -> SpikeTriggeredAverage:
     """STA of every chosen cell from the recording's spike counts, streamed in chunks of bins.
