@@ -1,0 +1,82 @@
+"""Rank-k space–time SVD of receptive fields, with a fixed sign convention.
+
+A receptive field ``(h, H, W)`` (oldest frame first) is written as ``Σ_k s_k · t_k(τ) ⊗ x_k(y, x)`` with
+orthonormal temporal components ``t_k (h,)`` and spatial components ``x_k (H, W)``. SVD leaves each pair's
+sign free; we fix it (DESIGN.md §7) so that **the spatial component correlates positively with the RF's
+peak frame** (the frame with the largest energy ``Σ_yx rf²``). The polarity therefore lives in the
+spatial map: an OFF cell's rank-1 spatial RF has a negative centre, an ON cell's a positive one, and the
+temporal component is positive at the peak lag. (pyret's ``lowranksta`` instead fixes the sign of the
+temporal component and subtracts the mean first; we do not subtract it unless ``center=True``.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SpaceTimeComponents", "space_time_svd", "peak_frame"]
+
+
+@dataclass
+class SpaceTimeComponents:
+    """Rank-k decomposition of RFs with leading shape ``L`` (e.g. ``(N,)`` cells or ``()``).
+
+    spatial : (*L, k, H, W) unit-norm spatial components.
+    temporal : (*L, k, h) unit-norm temporal components (oldest frame first).
+    singular_values : (*L, k), descending.
+    explained : (*L, k) fraction of the RF's total energy (sum of squares) in each component.
+    peak : (*L,) int, index of the peak frame used for the sign.
+    """
+
+    spatial: np.ndarray
+    temporal: np.ndarray
+    singular_values: np.ndarray
+    explained: np.ndarray
+    peak: np.ndarray
+
+    def reconstruct(self, rank: int | None = None) -> np.ndarray:
+        """The rank-``rank`` approximation ``(*L, h, H, W)`` (default: every kept component)."""
+        k = self.singular_values.shape[-1] if rank is None else rank
+        return np.einsum("...k,...kt,...kyx->...tyx", self.singular_values[..., :k], self.temporal[..., :k, :],
+                         self.spatial[..., :k, :, :])
+
+
+def peak_frame(rf: np.ndarray) -> np.ndarray:
+    """Index of the frame with the largest energy, for RFs ``(*L, h, H, W)`` -> ``(*L,)`` int."""
+    return np.argmax(np.square(rf).sum(axis=(-1, -2)), axis=-1)
+
+
+def space_time_svd(rf: np.ndarray, rank: int = 1, center: bool = False) -> SpaceTimeComponents:
+    """Rank-``rank`` SVD of one RF ``(h, H, W)`` or a stack ``(*L, h, H, W)`` (vectorised over ``L``).
+
+    ``center=True`` subtracts each RF's mean value first. NaN RFs (silent cells) give NaN components.
+    """
+    rf = np.asarray(rf, dtype=np.float64)
+    if rf.ndim < 3:
+        raise ValueError(f"rf: expected shape (*L, h, H, W) with at least 3 dims, found {rf.shape}")
+    *lead, h, hh, ww = rf.shape
+    if center:
+        rf = rf - rf.mean(axis=(-3, -2, -1), keepdims=True)
+    k = max(1, min(int(rank), h, hh * ww))
+    flat = rf.reshape(-1, h, hh * ww)
+    bad = ~np.isfinite(flat).all(axis=(1, 2))
+    u, s, vt = np.linalg.svd(np.where(bad[:, None, None], 0.0, flat), full_matrices=False)
+    u, s, vt = u[:, :, :k], s[:, :k], vt[:, :k, :]
+    peak = peak_frame(flat.reshape(-1, h, hh, ww))
+    peak_img = flat[np.arange(len(flat)), peak]  # (M, H·W)
+    sign = np.sign(np.einsum("mkp,mp->mk", vt, peak_img))
+    sign[sign == 0] = 1.0
+    u = u * sign[:, None, :]
+    vt = vt * sign[:, :, None]
+    total = np.square(flat).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        explained = np.square(s) / total[:, None]
+    spatial = vt.reshape(-1, k, hh, ww)
+    temporal = np.swapaxes(u, 1, 2)
+    for arr in (spatial, temporal, s, explained):
+        arr[bad] = np.nan
+    shape = tuple(lead)
+    return SpaceTimeComponents(spatial.reshape(shape + (k, hh, ww)), temporal.reshape(shape + (k, h)),
+                               s.reshape(shape + (k,)), explained.reshape(shape + (k,)),
+                               peak.reshape(shape))

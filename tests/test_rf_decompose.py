@@ -1,0 +1,67 @@
+"""Space–time SVD sign convention and the 2-D Gaussian fit of spatial RFs."""
+
+import numpy as np
+import pytest
+
+from retina_codec.rf.decompose import space_time_svd
+from retina_codec.rf.gaussian_fit import fit_gaussian, fit_gaussians, gaussian_2d
+
+
+def _separable(sign=1.0, hw=(12, 14), h=6):
+    space = sign * gaussian_2d(hw, 5.0, 6.0, 2.0, 1.5)
+    time = np.sin(np.linspace(0, np.pi, h)) * np.array([1, 1, 1, 1, -0.3, -0.3])
+    return np.einsum("t,yx->tyx", time, space), time, space
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_rank1_spatial_part_carries_the_polarity_of_the_peak_frame(sign):
+    rf, time, space = _separable(sign)
+    dec = space_time_svd(rf)
+    assert dec.spatial.shape == (1, 12, 14) and dec.temporal.shape == (1, 6)
+    peak = dec.peak
+    assert np.sum(dec.spatial[0] * rf[peak]) > 0
+    assert np.sign(dec.spatial[0][5, 6]) == sign  # OFF centre stays negative in the spatial map
+    assert dec.temporal[0][peak] > 0
+    np.testing.assert_allclose(dec.reconstruct(), rf, atol=1e-10)
+    assert dec.explained[0] == pytest.approx(1.0)
+
+
+def test_svd_is_vectorised_over_cells_and_keeps_rank_k():
+    rng = np.random.default_rng(0)
+    rfs = rng.standard_normal((3, 5, 4, 4))
+    dec = space_time_svd(rfs, rank=2)
+    assert dec.spatial.shape == (3, 2, 4, 4) and dec.singular_values.shape == (3, 2)
+    for i in range(3):
+        single = space_time_svd(rfs[i], rank=2)
+        np.testing.assert_allclose(dec.spatial[i], single.spatial, atol=1e-12)
+        s = np.linalg.svd(rfs[i].reshape(5, 16), compute_uv=False)[:2]
+        np.testing.assert_allclose(dec.singular_values[i], s)
+    assert np.all(np.diff(dec.singular_values, axis=1) <= 0)
+
+
+def test_nan_rf_gives_nan_components_not_an_error():
+    rfs = np.zeros((2, 4, 3, 3))
+    rfs[0, 1, 1, 1] = 1.0
+    rfs[1] = np.nan
+    dec = space_time_svd(rfs)
+    assert np.isnan(dec.spatial[1]).all() and np.isfinite(dec.spatial[0]).all()
+
+
+@pytest.mark.parametrize("cy,cx,amp", [(9.3, 14.7, 1.0), (20.6, 8.2, -2.0)])
+def test_gaussian_fit_recovers_a_planted_centre_within_half_a_pixel(cy, cx, amp):
+    rng = np.random.default_rng(1)
+    img = gaussian_2d((30, 25), cy, cx, 3.0, 1.8, angle=0.6, amplitude=amp)
+    img = img + 0.1 * abs(amp) * rng.standard_normal(img.shape)
+    fit = fit_gaussian(img)
+    assert abs(fit.center_y - cy) < 0.5 and abs(fit.center_x - cx) < 0.5
+    assert fit.polarity == np.sign(amp)
+    assert fit.sigma_major == pytest.approx(3.0, rel=0.2) and fit.sigma_minor == pytest.approx(1.8, rel=0.2)
+    assert abs(np.angle(np.exp(2j * (fit.angle - 0.6)))) / 2 < 0.15
+    assert fit.r2 > 0.5
+
+
+def test_gaussian_fit_of_an_empty_map_is_nan_and_stacks_are_fitted_per_map():
+    assert np.isnan(fit_gaussian(np.zeros((5, 5))).center_x)
+    maps = np.stack([gaussian_2d((15, 15), 4, 10, 2, 2), gaussian_2d((15, 15), 11, 3, 2, 2)])
+    fits = fit_gaussians(maps)
+    assert [round(f.center_y) for f in fits] == [4, 11]
