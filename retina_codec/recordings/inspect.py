@@ -97,7 +97,8 @@ def describe(
     if kind == "nwb":
         out["format"] = "NWB"
         out["series"], names = _nwb_series(path)
-        for name in [stimulus] if stimulus is not None else names:
+        # no stimulus series at all: read_nwb raises the MissingStimulusError that says so
+        for name in [stimulus] if stimulus is not None else (names or [None]):
             with read_nwb(path, stimulus=name, responses=responses, splits=splits, validate=False) as rec:
                 recordings.append(_recording_info(rec, rec.provenance.get("responses", "?")))
     else:

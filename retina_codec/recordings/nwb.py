@@ -75,11 +75,21 @@ _NAME_OK = re.compile(r"^[^/:]+$")
 # =====================================================================================================
 def open_nwb(path: str | os.PathLike) -> tuple[NWBHDF5IO, NWBFile]:
     """Open an NWB file read-only; returns ``(io, nwbfile)``. The caller closes ``io``."""
+    io, nwbfile, _ = _open_nwb(path)
+    return io, nwbfile
+
+
+def _open_nwb(path: str | os.PathLike) -> tuple[NWBHDF5IO, NWBFile, list[warnings.WarningMessage]]:
+    """Open an NWB file; pynwb's warnings while building the containers are returned, not shown, so
+    that a reader can drop them when it raises its own (clearer) error about the same problem."""
     path = check_hdf5_file(path)
     io = None
     try:
         io = NWBHDF5IO(str(path), mode="r")
-        return io, io.read()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            nwbfile = io.read()
+        return io, nwbfile, caught
     except Exception as err:  # pynwb/hdmf/h5py raise many kinds; all mean "not a readable NWB file"
         if io is not None:
             try:
@@ -433,12 +443,14 @@ def read_nwb(
     close it with ``recording.close()`` or ``with read_nwb(...) as rec:``.
     """
     path = Path(path)
-    io, nwbfile = open_nwb(path)
+    io, nwbfile, caught = _open_nwb(path)
     try:
         rec = _read(nwbfile, path, stimulus, responses, splits, split_fractions, validate)
     except BaseException:
         io.close()
         raise
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     rec.resources.append(io)
     return rec
 
