@@ -256,7 +256,7 @@ class ContributionEngine:
         x = torch.as_tensor(x).to(device=self.device, dtype=self.run_dtype)
         x0 = baseline_like(self.baseline, x)
         if self.stem is not None:
-            self.stem.verify(x)
+            self.stem.verify(x, x0)
         alphas_l = self.method.alphas()
         alphas = torch.tensor(alphas_l, dtype=self.run_dtype, device=self.device)
         if self.method.path == "input":

@@ -81,22 +81,25 @@ class AffineStem:
         with swap_modules(self.model, swaps):
             yield
 
-    def verify(self, x: torch.Tensor, rtol: float = 1e-4) -> None:
-        """Check on one sample that replaying ``stem(x)`` reproduces the model's own output."""
+    def verify(self, x: torch.Tensor, x0: torch.Tensor, rtol: float = 1e-4) -> None:
+        """Check on one sample that replaying the interpolated stem reproduces the model at α = 1 and ½."""
         if self.verified:
             return
         x1 = x[:1]
+        b1 = x0[:1].expand_as(x1)
+        alphas = torch.tensor([1.0, 0.5], dtype=x.dtype, device=x.device)
         with torch.no_grad():
-            ref = self.model(x1)
-            with self.replaying(self(x1)):
-                got = self.model(dummy_input(1, x1.shape[1:], x1))
+            ref = self.model(interpolate(x1, b1, alphas))
+            with self.replaying(interpolate(self(x1), self(b1.contiguous()), alphas)):
+                got = self.model(dummy_input(2, x1.shape[1:], x1))
         if not isinstance(ref, torch.Tensor) or ref.shape != got.shape:
             raise ValueError(f"affine_stem {list(self.names)}: replaying the stem changes the output shape")
         scale = ref.abs().max().clamp_min(1e-12)
-        if (ref - got).abs().max() > rtol * scale:
+        diff = float((ref - got).abs().max())
+        if diff > rtol * scale:
             raise ValueError(
                 f"affine_stem {list(self.names)}: replaying the stem does not reproduce the model's output "
-                f"(max difference {float((ref - got).abs().max()):.3g}); these modules are not the model's "
-                "leading affine chain"
+                f"along the path (max difference {diff:.3g}); these modules are not the model's leading "
+                "affine chain"
             )
         self.verified = True
