@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-__all__ = ["SpaceTimeComponents", "space_time_svd", "peak_frame"]
+__all__ = ["SpaceTimeComponents", "space_time_svd", "peak_frame", "batched_rank1"]
 
 
 @dataclass
@@ -80,3 +81,24 @@ def space_time_svd(rf: np.ndarray, rank: int = 1, center: bool = False) -> Space
     return SpaceTimeComponents(spatial.reshape(shape + (k, hh, ww)), temporal.reshape(shape + (k, h)),
                                s.reshape(shape + (k,)), explained.reshape(shape + (k,)),
                                peak.reshape(shape))
+
+
+def batched_rank1(rf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rank-1 parts of many RFs at once (for streaming; torch, any device).
+
+    ``rf`` is ``(M, h, P)`` (P = H·W). Returns ``(spatial (M, P), temporal (M, h), singular value (M,))``
+    with unit-norm parts and the sign convention of :func:`space_time_svd` (spatial part correlates
+    positively with the peak frame). Exact: the top eigenvector of the small ``h × h`` Gram matrix
+    ``rf rfᵀ`` gives the temporal part, ``rfᵀ u / s`` the spatial part.
+    """
+    rf = rf.double()
+    gram = rf @ rf.transpose(1, 2)  # (M, h, h)
+    vals, vecs = torch.linalg.eigh(gram)
+    u = vecs[..., -1]  # (M, h)
+    s = vals[..., -1].clamp_min(0).sqrt()
+    v = torch.einsum("mhp,mh->mp", rf, u) / s[:, None].clamp_min(1e-300)
+    idx = rf.square().sum(-1).argmax(-1)
+    peak = rf[torch.arange(rf.shape[0], device=rf.device), idx]  # (M, P)
+    sign = torch.sign((v * peak).sum(-1))
+    sign[sign == 0] = 1
+    return v * sign[:, None], u * sign[:, None], s

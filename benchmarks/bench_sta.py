@@ -1,0 +1,135 @@
+"""STA of all cells: retina-codec (one lag-structured product per chunk) vs pyret looping over cells.
+
+Same data for both: binary ±1 white noise, 50×50 pixels at 100 Hz, 40-frame history, Poisson spike
+counts with per-cell mean rates spread over 5–30 Hz. pyret gets each cell's spike times (placed inside
+their bins) and the in-memory float32 stimulus, as a user would call it; the results are checked to agree.
+A second part runs the STA on an HDF5-backed (lazy) recording of two lengths in fresh processes and prints
+the peak resident memory of each: it should not grow with the recording.
+
+    python benchmarks/bench_sta.py [--frames 20000] [--cells 16] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def make_data(frames: int, cells: int, hw: int = 50, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    stim = (rng.integers(0, 2, (frames, hw, hw), dtype=np.uint8) * 2.0 - 1.0).astype(np.float32)
+    rates_hz = np.linspace(5, 30, cells)
+    counts = rng.poisson(rates_hz / 100.0, (frames, cells)).astype(np.float32)
+    return stim, counts
+
+
+def spike_times(times: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    starts = np.repeat(times, counts.astype(int))
+    return np.sort(starts + rng.uniform(0.1, 0.9, starts.size) * 0.01)
+
+
+def bench_speed(frames: int, cells: int, history: int, repeats: int) -> None:
+    from pyret import filtertools
+
+    from retina_codec.recordings import Recording
+    from retina_codec.rf.sta import spike_triggered_average
+
+    stim, counts = make_data(frames, cells)
+    counts[: history + 1] = 0  # pyret drops bin `history` and normalises by every spike
+    counts[-1] = 0
+    times = np.arange(frames) / 100.0
+    rec = Recording(stim, times, 100.0, counts)
+    rng = np.random.default_rng(1)
+    spikes = [spike_times(times, counts[:, i], rng) for i in range(cells)]
+    print(f"data: {frames} frames of 50x50 white noise, {cells} cells, history {history}, "
+          f"{int(counts.sum())} spikes in {int((counts > 0).sum())} (cell, bin) pairs")
+
+    t0 = time.perf_counter()
+    ref = np.stack([filtertools.sta(times, stim, s, history)[0] for s in spikes])
+    t_pyret = time.perf_counter() - t0
+    print(f"pyret filtertools.sta, loop over cells: {t_pyret:8.3f} s")
+
+    for method, dtype in (("fft", torch.float64), ("fft", torch.float32), ("direct", torch.float32)):
+        best = np.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            res = spike_triggered_average(rec, history=history, normalize=False, method=method, dtype=dtype,
+                                          device="cpu", quiet=True)
+            best = min(best, time.perf_counter() - t0)
+        err = float(np.abs(res.sta - ref).max())
+        print(f"retina-codec method={method:6s} {str(dtype):14s}: {best:8.3f} s   "
+              f"speed-up {t_pyret / best:6.1f}x   max |diff| vs pyret {err:.1e}")
+
+
+_CHILD = """
+import sys, time, h5py, numpy as np
+from retina_codec.recordings import Recording, H5Frames
+from retina_codec.rf.sta import spike_triggered_average
+
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key):
+            return float(line.split()[1]) / 1024
+path, cells = sys.argv[1], int(sys.argv[2])
+with h5py.File(path, 'r') as f:
+    ds = f['stimulus']
+    counts = f['counts'][:]
+    rec = Recording(H5Frames(ds, scale=2.0, offset=-1.0), np.arange(len(ds)) / 100.0, 100.0, counts)
+    before = status('VmRSS')
+    open('/proc/self/clear_refs', 'w').write('5')  # reset the peak (VmHWM) to the current RSS
+    t0 = time.perf_counter()
+    spike_triggered_average(rec, history=40, normalize=False, device='cpu', quiet=True)
+    dt = time.perf_counter() - t0
+print(before, status('VmHWM'), dt)
+"""
+
+
+def bench_memory(lengths: list[int], cells: int) -> None:
+    import h5py
+
+    print("memory: lazy HDF5 stimulus (uint8), STA of all cells, fresh process per length")
+    with tempfile.TemporaryDirectory() as tmp:
+        for frames in lengths:
+            path = os.path.join(tmp, f"wn_{frames}.h5")
+            rng = np.random.default_rng(0)
+            with h5py.File(path, "w") as f:
+                ds = f.create_dataset("stimulus", (frames, 50, 50), np.uint8, chunks=(1000, 50, 50))
+                for a in range(0, frames, 10000):
+                    b = min(frames, a + 10000)
+                    ds[a:b] = rng.integers(0, 2, (b - a, 50, 50), dtype=np.uint8)
+                f["counts"] = rng.poisson(0.15, (frames, cells)).astype(np.float32)
+            out = subprocess.run([sys.executable, "-c", _CHILD, path, str(cells)], capture_output=True,
+                                 text=True, check=True).stdout.split()
+            before, peak, dt = (float(v) for v in out)
+            stim_mb = frames * 2500 * 4 / 2**20
+            print(f"  {frames:7d} frames ({stim_mb:6.0f} MiB as float32): peak RSS {peak:6.0f} MiB "
+                  f"(RSS before the call {before:5.0f} MiB, so +{peak - before:4.0f} MiB), {dt:6.1f} s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=20000)
+    p.add_argument("--cells", type=int, default=16)
+    p.add_argument("--history", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--memory-lengths", type=int, nargs=2, default=[20000, 80000])
+    p.add_argument("--skip-memory", action="store_true")
+    args = p.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+          f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}")
+    bench_speed(args.frames, args.cells, args.history, args.repeats)
+    if not args.skip_memory:
+        bench_memory(args.memory_lengths, args.cells)
+
+
+if __name__ == "__main__":
+    main()
