@@ -208,6 +208,17 @@ def test_bad_input_cli_prints_one_line_exits_2_and_writes_nothing(case, tmp_path
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize("case", [k for k in CASES if k.startswith(("nwb_", "not_hdf5_nwb"))])
+def test_bad_nwb_input_inspect_prints_one_line_and_exits_2(case, tmp_path, capsys):
+    path = CASES[case].make(tmp_path)
+    capsys.readouterr()
+    assert main(["inspect", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("retina-codec inspect: error: ") and str(path) in lines[0]
+    assert captured.out == ""
+
+
 def test_spikes_outside_every_stimulus_are_counted_and_warned(tmp_path):
     path = _nwb(tmp_path, [_movie()], units=[[0.1, 0.2, 7.0], [-1.0, 0.3]])
     with pytest.warns(RuntimeWarning, match="2 of 5 spikes fall outside every stimulus series"):

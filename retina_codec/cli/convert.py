@@ -48,7 +48,14 @@ def run(args: argparse.Namespace) -> int:
                 io.close()
         else:
             names = list(args.stimulus)
-        recs = [read_nwb(args.input, stimulus=n) for n in names] if names else [read_nwb(args.input)]
+        recs = []
+        try:
+            for n in names or [None]:
+                recs.append(read_nwb(args.input, stimulus=n))
+        except BaseException:
+            for r in recs:
+                r.close()
+            raise
     else:
         recs = [read_lab_h5(args.input, response=args.response, stimulus_name=args.stimulus_name,
                             validation_fraction=args.validation_fraction)]

@@ -23,6 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="interval names to read (NWB; default: train/validation/test when present)")
     p.add_argument("--response", default="binned", choices=("binned", "firing_rate_10ms"),
                    help="which response of a lab h5 file (default: binned)")
+    p.add_argument("--no-validate", dest="validate", action="store_false",
+                   help="skip the scan of float frames for NaN / inf")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=run)
 
@@ -30,6 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the description; returns 0."""
     desc = describe(args.file, stimulus=args.stimulus, responses=args.responses, splits=args.splits,
-                    response=args.response)
+                    response=args.response, validate=args.validate)
     print(json.dumps(desc, indent=1, default=str) if args.json else format_description(desc))
     return 0

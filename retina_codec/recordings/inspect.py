@@ -76,12 +76,14 @@ def describe(
     responses: str | None = None,
     splits: Sequence[str] | None = None,
     response: str = "binned",
+    validate: bool = True,
 ) -> dict[str, Any]:
     """A plain dict describing the file: ``format``, ``size_bytes``, ``series`` (path, type, shape, dtype)
     and ``recordings`` (one :meth:`Recording.summary` per stimulus series, or only ``stimulus``).
 
-    ``responses`` / ``splits`` are passed to :func:`read_nwb`; ``response`` to :func:`read_lab_h5`.
-    Errors in the file raise the same exceptions as the readers.
+    ``responses`` / ``splits`` are passed to :func:`read_nwb`; ``response`` to :func:`read_lab_h5`;
+    ``validate`` (scan float frames for NaN / inf) to both. Errors in the file raise the same
+    exceptions as the readers.
     """
     path = Path(path)
     f = open_hdf5(path)
@@ -99,12 +101,12 @@ def describe(
         out["series"], names = _nwb_series(path)
         # no stimulus series at all: read_nwb raises the MissingStimulusError that says so
         for name in [stimulus] if stimulus is not None else (names or [None]):
-            with read_nwb(path, stimulus=name, responses=responses, splits=splits, validate=False) as rec:
+            with read_nwb(path, stimulus=name, responses=responses, splits=splits, validate=validate) as rec:
                 recordings.append(_recording_info(rec, rec.provenance.get("responses", "?")))
     else:
         out["format"] = "Baccus-lab h5"
         out["series"] = h5_rows
-        with read_lab_h5(path, response=response, validate=False) as rec:
+        with read_lab_h5(path, response=response, validate=validate) as rec:
             recordings.append(_recording_info(rec, f"response/{response}"))
     out["recordings"] = recordings
     return out
