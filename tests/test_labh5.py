@@ -91,3 +91,20 @@ def test_inspect_prints_series_rates_splits_and_ground_truth(tmp_path, labh5_fil
     out = capsys.readouterr().out
     assert "Baccus-lab h5" in out and "train/stimulus" in out and "(200, 6, 8)" in out
     assert "ground truth: no" in out and "validation 1x" in out
+
+
+def test_convert_float_lab_file_with_rates_keeps_values_and_is_nwbinspector_clean(tmp_path):
+    from nwbinspector import Importance, inspect_nwbfile
+
+    write_lab_h5(tmp_path / "whitenoise.h5", dtype="float32", test_starts_at_zero=False)
+    out = tmp_path / "wn.nwb"
+    assert main(["-q", "convert", str(tmp_path / "whitenoise.h5"), str(out), "--response", "firing_rate_10ms",
+                 "--stimulus-name", "wn"]) == 0
+    with read_lab_h5(tmp_path / "whitenoise.h5", response="firing_rate_10ms") as lab, read_nwb(out) as rec:
+        assert rec.stimulus_name == "wn" and rec.response_unit == "Hz"
+        np.testing.assert_array_equal(rec.stimulus[:], lab.stimulus[:])
+        np.testing.assert_array_equal(rec.responses, lab.responses)
+        assert rec.provenance["format"] == "baccus-lab-h5"
+    bad = [m for m in inspect_nwbfile(nwbfile_path=out)
+           if m.importance in (Importance.CRITICAL, Importance.BEST_PRACTICE_VIOLATION)]
+    assert bad == [], [f"{m.check_function_name}: {m.message}" for m in bad]
