@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SpaceTimeComponents", "space_time_svd", "peak_frame", "batched_rank1"]
+__all__ = ["SpaceTimeComponents", "space_time_svd", "peak_frame", "batched_rank1", "peak_box", "denoise_rank1"]
 
 
 @dataclass
@@ -102,3 +102,24 @@ def batched_rank1(rf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     sign = torch.sign((v * peak).sum(-1))
     sign[sign == 0] = 1
     return v * sign[:, None], u * sign[:, None], s
+
+
+def peak_box(rf: np.ndarray, radius: int = 4) -> tuple[slice, slice]:
+    """``(rows, cols)`` slices of the ``(2·radius+1)²`` box (clipped to the frame) around the pixel with
+    the most energy over time, ``argmax_yx Σ_t rf[t, y, x]²``, of one RF ``(h, H, W)``."""
+    energy = np.square(np.nan_to_num(np.asarray(rf, dtype=np.float64))).sum(0)
+    y, x = np.unravel_index(np.argmax(energy), energy.shape)
+    return (slice(max(y - radius, 0), y + radius + 1), slice(max(x - radius, 0), x + radius + 1))
+
+
+def denoise_rank1(rf: np.ndarray, radius: int | None = 4) -> np.ndarray:
+    """Rank-1 space–time approximation of one RF ``(h, H, W)`` inside :func:`peak_box`, zero outside.
+
+    Restricting the SVD to the box keeps noise from the many empty pixels out of the components, so a
+    noisy STA is denoised towards its separable core; ``radius=None`` uses the whole frame.
+    """
+    rf = np.asarray(rf, dtype=np.float64)
+    out = np.zeros_like(rf)
+    box = (slice(None), slice(None)) if radius is None else peak_box(rf, radius)
+    out[(slice(None),) + box] = space_time_svd(rf[(slice(None),) + box]).reconstruct()
+    return out

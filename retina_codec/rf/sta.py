@@ -105,7 +105,7 @@ def spike_triggered_average(
     cells: Sequence[int | str] | None = None,
     weights: np.ndarray | None = None,
     normalize: bool = True,
-    batch_size: int = 2048,
+    batch_size: int = 4096,
     method: str = "fft",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
