@@ -20,6 +20,15 @@ from retina_codec.recordings import Recording
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: small convolutions are faster, and the CPU is shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def rel_err(ours, ref) -> float:
     ours, ref = torch.as_tensor(np.asarray(ours)), torch.as_tensor(ref).detach()
     return float((ours - ref).abs().max() / ref.abs().max())

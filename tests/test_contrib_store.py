@@ -1,0 +1,151 @@
+"""HDF5 contribution store: attributes, chunking along time, atomic rename, SIGKILL resume, streaming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from _contrib_models import small_bncnn
+from _contrib_store_job import CHUNK, N, job_inputs
+
+from retina_codec import __version__
+from retina_codec.contributions import contributions
+from retina_codec.contributions.store import model_hash, partial_path, read_contributions, write_contributions
+
+JOB = Path(__file__).parent / "_contrib_store_job.py"
+LAYERS = ["conv1", "conv2"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: small convolutions are faster, and the CPU is shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _reference(tmp_path: Path) -> dict:
+    model, x = job_inputs()
+    out = write_contributions(model, x, tmp_path / "ref.h5", LAYERS, target="surprisal", steps=5,
+                              batch_size=CHUNK, quiet=True, device="cpu")
+    return read_contributions(out)
+
+
+def test_store_has_attributes_time_chunks_and_matches_in_memory_result(tmp_path):
+    model, x = job_inputs()
+    out = tmp_path / "c.h5"
+    write_contributions(model, x, out, LAYERS, target="surprisal", steps=5, batch_size=CHUNK, quiet=True)
+    assert out.exists() and not partial_path(out).exists()
+    mem = contributions(model, x, LAYERS, target="surprisal", steps=5, batch_size=CHUNK, quiet=True)
+    with h5py.File(out, "r") as f:
+        a = f.attrs
+        assert a["method"] == "conductance" and a["rule"] == "trapezoid" and a["steps"] == 5
+        assert json.loads(a["layers"]) == LAYERS
+        assert json.loads(a["reduction"]) == ["ei_split", "spatial_sum"]
+        assert json.loads(a["target"])["name"] == "surprisal"
+        assert a["baseline"] == "0.0"
+        assert a["model_hash"] == model_hash(model)
+        assert a["package_version"] == __version__
+        assert a["complete"]
+        summary = json.loads(a["completeness"])
+        assert set(summary) == set(LAYERS) and summary["conv2"]["total_rel"] < 0.05
+        d = f["contributions/conv1"]
+        assert d.shape == (N, 16) and d.chunks[0] <= CHUNK and d.chunks[1:] == (16,)
+        np.testing.assert_array_equal(f["bins"][...], np.arange(N))
+        np.testing.assert_allclose(f["target/mu"][...].shape, (4,))
+        for layer in LAYERS:
+            np.testing.assert_array_equal(f["contributions"][layer][...], mem[layer])
+            np.testing.assert_array_equal(f["completeness"][layer][...], mem.completeness[layer])
+        np.testing.assert_array_equal(f["f_x"][...], mem.f_x)
+
+
+def test_run_killed_with_sigkill_resumes_from_last_complete_chunk_with_identical_numbers(tmp_path, caplog):
+    ref = _reference(tmp_path)
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, str(JOB), str(out), "slow"], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "computing 4":  # chunks 0-3 written and flushed
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and partial_path(out).exists()
+    with h5py.File(partial_path(out), "r") as f:
+        done = f["progress/chunk_done"][...]
+    assert 4 <= done.sum() < len(done)
+    model, x = job_inputs()
+    calls = []
+    from retina_codec.contributions.engine import ContributionEngine
+
+    orig = ContributionEngine.compute
+
+    def counting(self, xx):
+        calls.append(len(xx))
+        return orig(self, xx)
+
+    ContributionEngine.compute = counting
+    try:
+        with caplog.at_level("INFO"):
+            write_contributions(model, x, out, LAYERS, target="surprisal", steps=5, batch_size=CHUNK,
+                                quiet=True, device="cpu")
+    finally:
+        ContributionEngine.compute = orig
+    assert len(calls) == len(done) - done.sum()  # only the missing chunks were computed
+    assert "resuming" in caplog.text
+    got = read_contributions(out)
+    for layer in LAYERS:
+        np.testing.assert_array_equal(got["contributions"][layer], ref["contributions"][layer])
+    np.testing.assert_array_equal(got["f_x"], ref["f_x"])
+
+
+def test_partial_file_from_other_settings_is_not_resumed(tmp_path):
+    model, x = job_inputs()
+    out = tmp_path / "c.h5"
+    write_contributions(model, x, out, LAYERS, target=0, steps=3, batch_size=CHUNK, quiet=True, max_chunks=2)
+    assert partial_path(out).exists() and not out.exists()
+    write_contributions(model, x, out, LAYERS, target=1, steps=3, batch_size=CHUNK, quiet=True)
+    mem = contributions(model, x, LAYERS, target=1, steps=3, batch_size=CHUNK, quiet=True)
+    np.testing.assert_array_equal(read_contributions(out)["contributions"]["conv1"], mem["conv1"])
+
+
+def test_full_maps_are_streamed_chunk_by_chunk_without_holding_the_layer_in_memory(tmp_path):
+    model = small_bncnn(n_cells=6)
+    n = 240
+    x = torch.randn(n, 6, 14, 14, generator=torch.Generator().manual_seed(0))
+    cells = list(range(6))
+    out = tmp_path / "full.h5"
+    kw = dict(target=cells, steps=1, reduce=None, batch_size=8, quiet=True)
+    write_contributions(model, x[:16], tmp_path / "warm.h5", LAYERS, **kw)  # imports and lazy set-up
+    tracemalloc.start()
+    try:
+        write_contributions(model, x, out, LAYERS, **kw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    with h5py.File(out, "r") as f:
+        d = f["contributions/conv1"]
+        assert d.shape == (n, 6, 8, 10, 10) and d.chunks[0] <= 8
+        total = sum(f["contributions"][k].size * 4 for k in LAYERS)
+        first = f["contributions/conv1"][:8]
+    assert peak < total / 5, (peak, total)  # numpy buffers never approach the size of the stored maps
+    mem = contributions(model, x[:8], ["conv1"], **kw)
+    np.testing.assert_array_equal(first, mem["conv1"])
+
+
+def test_store_requires_an_input_of_known_length(tmp_path):
+    model = small_bncnn()
+    with pytest.raises(ValueError, match="known length"):
+        write_contributions(model, (torch.zeros(2, 6, 14, 14) for _ in range(2)), tmp_path / "x.h5", ["conv1"],
+                            quiet=True)
