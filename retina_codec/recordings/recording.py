@@ -188,16 +188,20 @@ class Recording:
         if self.norm_mean is not None and self.norm_std is not None:
             return float(self.norm_mean), float(self.norm_std)
         bins = self.split_bins(split if split in self.intervals else None)
-        s = s2 = 0.0
-        n = 0
+        # per-chunk mean and centred sum of squares (float32 work, float64 totals), combined exactly
+        ns, means, m2s = [], [], []
         for a, b in _runs(bins):
             for c in range(a, b, chunk):
-                x = self.stimulus[c : min(b, c + chunk)].astype(np.float64)
-                s += x.sum()
-                s2 += np.square(x).sum()
-                n += x.size
-        mean = s / max(n, 1)
-        std = float(np.sqrt(max(s2 / max(n, 1) - mean**2, 0.0)))
+                x = self.stimulus[c : min(b, c + chunk)]
+                m = float(x.mean(dtype=np.float64))
+                d = (x - np.float32(m)).ravel()
+                ns.append(d.size)
+                means.append(m)
+                m2s.append(float(np.dot(d, d)))
+        n = np.asarray(ns, np.float64)
+        mean = float((n * means).sum() / max(n.sum(), 1))
+        var = (sum(m2s) + float((n * (np.asarray(means) - mean) ** 2).sum())) / max(n.sum(), 1)
+        std = float(np.sqrt(max(var, 0.0)))
         self.norm_mean, self.norm_std = float(mean), (std if std > 0 else 1.0)
         return self.norm_mean, self.norm_std
 
