@@ -1,0 +1,209 @@
+"""``retina-codec rf MODEL REC.nwb [--modes MODES.h5] --out RF.h5``: receptive fields and their figures.
+
+Computes, for the chosen cells of a recording: the STA from recorded spikes (when the responses are
+counts), the model STA (mean input gradient over white noise), and, with ``--modes``, the mode-conditioned
+RFs (single modes and exact combinations) and dynamic-RF sources in one streamed pass over the bins the
+modes were computed on. Writes ``RF.h5`` atomically and PNG figures (RF grid, rank-1 panels, one
+CODEC Fig. 8-style gallery per cell) into ``--figures`` (default: ``<out stem>_figures/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``rf`` sub-command."""
+    p = subparsers.add_parser(
+        "rf", help="STA, model STA, mode-conditioned RFs and dynamic-RF sources, with figures",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument("model", help="fitted model checkpoint (retina-codec format)")
+    p.add_argument("recording", help="recording (.nwb)")
+    p.add_argument("--out", required=True, help="output HDF5 file (written under a temporary name, renamed)")
+    p.add_argument("--modes", help="modes file with per-bin loadings (datasets 'loadings' (T_b, K) and 'bins')")
+    p.add_argument("--stimulus", help="stimulus series name in the NWB file (when it has several)")
+    p.add_argument("--split", default="test", help="split for the STA when there are no modes (default test)")
+    p.add_argument("--cells", nargs="+", help="cell ids or indices (default: every cell)")
+    p.add_argument("--threshold", type=float, default=0.0, help="a mode is active when its loading > this")
+    p.add_argument("--max-combinations", type=int, default=16, help="most frequent exact combinations kept")
+    p.add_argument("--keep", choices=("full", "rank1"), default="full",
+                   help="accumulate full IRFs (default) or only each bin's rank-1 parts (less memory)")
+    p.add_argument("--model-sta-samples", type=int, default=1024,
+                   help="white-noise windows for the model STA (0 skips it)")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per IRF batch")
+    p.add_argument("--device", default="auto", help="torch device (auto: CUDA when present)")
+    p.add_argument("--figures", help="figure folder (default: <out stem>_figures next to OUT)")
+    p.add_argument("--no-figures", action="store_true", help="write no figures")
+    p.set_defaults(func=run)
+
+
+def read_loadings(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """``(loadings (T_b, K), bins (T_b,) or None, mode names or None)`` from a modes file.
+
+    Uses ``retina_codec.modes.store.read_loadings`` when that module provides it; otherwise looks for
+    datasets named ``loadings`` (or ``codes``) and ``bins`` anywhere in the HDF5 file.
+    """
+    try:
+        from ..modes import store as modes_store  # written by the modes package; optional here
+    except ImportError:
+        modes_store = None
+    if modes_store is not None and hasattr(modes_store, "read_loadings"):
+        out = modes_store.read_loadings(path)
+        if isinstance(out, tuple):
+            return (np.asarray(out[0]), None if len(out) < 2 or out[1] is None else np.asarray(out[1]),
+                    list(out[2]) if len(out) > 2 and out[2] is not None else None)
+    import h5py
+
+    from ..errors import FileFormatError
+
+    found: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+        def visit(name: str, obj: Any) -> None:
+            key = name.rsplit("/", 1)[-1]
+            if isinstance(obj, h5py.Dataset) and key in ("loadings", "codes", "bins", "mode_names") \
+                    and key not in found:
+                found[key] = obj[()]
+
+        f.visititems(visit)
+    load = found.get("loadings", found.get("codes"))
+    if load is None or np.ndim(load) != 2:
+        raise FileFormatError(f"{path}: expected a 2-D dataset 'loadings' (bins, modes) or 'codes'; "
+                              f"found datasets {sorted(found) or 'none'}")
+    names = found.get("mode_names")
+    if names is not None:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return np.asarray(load, np.float64), found.get("bins"), names
+
+
+def _cells(arg: list[str] | None, ids: list[str]) -> list[int] | None:
+    if not arg:
+        return None
+    return [ids.index(c) if c in ids else int(c) for c in arg]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute, store and plot; returns 0."""
+    import torch
+
+    from ..models import load_model
+    from ..recordings.nwb import read_nwb
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
+        ("cpu" if args.device == "auto" else args.device)
+    model = load_model(args.model, device=device)
+    with read_nwb(args.recording, stimulus=args.stimulus) as rec:
+        if getattr(model, "norm_stats", None) is not None:
+            rec.norm_mean, rec.norm_std = (float(v) for v in model.norm_stats)
+        cells = _cells(args.cells, rec.cell_ids)
+        loadings = bins = names = None
+        if args.modes:
+            loadings, bins, names = read_loadings(args.modes)
+        results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split,
+                              threshold=args.threshold, max_combinations=args.max_combinations, keep=args.keep,
+                              model_sta_samples=args.model_sta_samples, batch_size=args.batch_size)
+    from ..contributions.store import model_hash
+    from ..rf.store import write_rf
+
+    attrs = {"method": "rf", "model": str(args.model), "model_hash": model_hash(model),
+             "recording": str(args.recording), "modes": str(args.modes or ""), "threshold": args.threshold,
+             "keep": args.keep, "history": int(model.input_spec.history),
+             "offset": int(getattr(model.input_spec, "offset", 1))}
+    write_rf(args.out, attrs=attrs, **{k: v for k, v in results.items() if k != "cell_names"})
+    log.info("wrote %s (%s)", args.out, ", ".join(k for k, v in results.items() if v is not None))
+    if not args.no_figures:
+        fig_dir = Path(args.figures) if args.figures else Path(args.out).with_name(Path(args.out).stem + "_figures")
+        written = write_figures(results, fig_dir, mode_names=names, frame_rate=rec.frame_rate)
+        log.info("wrote %d figures to %s", len(written), fig_dir)
+    return 0
+
+
+def compute_rfs(model: Any, rec: Any, *, cells: list[int] | None = None, loadings: np.ndarray | None = None,
+                bins: np.ndarray | None = None, split: str | None = "test", threshold: float = 0.0,
+                max_combinations: int = 16, keep: str = "full", model_sta_samples: int = 1024,
+                batch_size: int = 64, quiet: bool | None = None) -> dict[str, Any]:
+    """Every RF result the command stores, as a dict of group name -> result (``None`` when skipped)."""
+    from ..rf.conditioned import mode_conditioned_rfs
+    from ..rf.decompose import space_time_svd
+    from ..rf.gaussian_fit import fit_gaussians
+    from ..rf.irf import model_window
+    from ..rf.model_sta import model_sta_gradient
+    from ..rf.sta import spike_triggered_average
+
+    history, offset = model_window(model)
+    cell_idx = list(range(rec.n_cells)) if cells is None else list(cells)
+    split = split if split in rec.intervals else None
+    out: dict[str, Any] = {"cell_names": [rec.cell_ids[i] for i in cell_idx]}
+    out["sta"] = spike_triggered_average(rec, split, history=history, offset=offset, cells=cell_idx,
+                                         quiet=quiet) if rec.response_unit == "count" else None
+    out["model_sta"] = None
+    if model_sta_samples > 0:
+        grad = model_sta_gradient(model, cell_idx, model_sta_samples, batch_size=batch_size, quiet=quiet)
+        out["model_sta"] = {"gradient": grad, "cells": np.asarray(cell_idx), "n_samples": model_sta_samples}
+    ref = out["model_sta"]["gradient"] if out["model_sta"] else (out["sta"].sta if out["sta"] else None)
+    out["rank1"] = out["gaussian"] = None
+    if ref is not None:
+        dec = space_time_svd(ref)
+        out["rank1"] = {"spatial": dec.spatial[:, 0], "temporal": dec.temporal[:, 0],
+                        "singular_values": dec.singular_values[:, 0], "explained": dec.explained[:, 0],
+                        "source": "model_sta" if out["model_sta"] else "sta"}
+        fits = fit_gaussians(dec.spatial[:, 0])
+        out["gaussian"] = {f: np.array([getattr(g, f) for g in fits]) for f in
+                           ("center_y", "center_x", "sigma_major", "sigma_minor", "angle", "amplitude",
+                            "offset", "r2")}
+    out["conditioned"] = out["sources"] = None
+    if loadings is not None:
+        if bins is None:
+            bins = rec.window_bins(split, history, offset)
+        cond, src = mode_conditioned_rfs(model, rec, loadings, bins, cells=cell_idx, threshold=threshold,
+                                         max_combinations=max_combinations, keep=keep, batch_size=batch_size,
+                                         quiet=quiet)
+        out["conditioned"], out["sources"] = cond, src
+    return out
+
+
+def write_figures(results: dict[str, Any], fig_dir: Path, mode_names: list[str] | None = None,
+                  frame_rate: float | None = None) -> list[Path]:
+    """RF grid, rank-1 panels and one conditioned-RF gallery per cell; returns the PNG paths."""
+    from ..plots.rf import plot_conditioned_gallery, plot_rank1, plot_rf_grid
+    from ..rf.gaussian_fit import GaussianFit
+    from ..rf.sta import window_lags
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    names = results.get("cell_names")
+    written = []
+    r1 = results.get("rank1")
+    lags_s = None
+    if r1 is not None:
+        h = r1["temporal"].shape[-1]
+        lags_s = window_lags(h) / frame_rate if frame_rate else None
+        g = results.get("gaussian")
+        fits = [GaussianFit(*(float(g[f][i]) for f in ("center_y", "center_x", "sigma_major", "sigma_minor",
+                                                        "angle", "amplitude", "offset", "r2")))
+                for i in range(len(r1["spatial"]))] if g else None
+        plot_rf_grid(r1["spatial"], fig_dir / "rf_grid.png", titles=names, fits=fits,
+                     suptitle=f"rank-1 spatial RFs ({r1['source']})")
+        plot_rank1(r1["spatial"], r1["temporal"], fig_dir / "rf_rank1.png", lags_s=lags_s, titles=names)
+        written += [fig_dir / "rf_grid.png", fig_dir / "rf_rank1.png"]
+    sta = results.get("sta")
+    if sta is not None:
+        from ..rf.decompose import space_time_svd
+
+        dec = space_time_svd(np.nan_to_num(sta.sta))
+        plot_rf_grid(dec.spatial[:, 0], fig_dir / "sta_grid.png", titles=names, suptitle="STA, rank-1 space")
+        written.append(fig_dir / "sta_grid.png")
+    cond = results.get("conditioned")
+    if cond is not None:
+        for c in range(len(cond.mode_spatial[0]) if len(cond.mode_spatial) else 0):
+            name = names[c] if names else str(c)
+            path = fig_dir / f"conditioned_{name}.png"
+            plot_conditioned_gallery(cond, c, path, mode_names=mode_names, lags_s=lags_s, cell_name=name)
+            written.append(path)
+    return written

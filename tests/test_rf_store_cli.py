@@ -1,0 +1,111 @@
+"""RF store round trip, figures written from small inputs, and the `retina-codec rf` command end to end."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from retina_codec.cli.main import main
+from retina_codec.plots.rf import plot_conditioned_gallery, plot_rank1, plot_rf_grid
+from retina_codec.recordings import Recording
+from retina_codec.rf.conditioned import ConditionedRFAccumulator, active_combinations
+from retina_codec.rf.gaussian_fit import fit_gaussians, gaussian_2d
+from retina_codec.rf.sta import spike_triggered_average
+from retina_codec.rf.store import read_rf, write_rf
+
+
+def _recording(t=300, hw=10, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    stim = rng.choice(np.array([-1.0, 1.0], np.float32), (t, hw, hw))
+    counts = rng.poisson(0.5, (t, n)).astype(np.float32)
+    return Recording(stim, np.arange(t) / 100.0, 100.0, counts, cell_ids=[f"c{i}" for i in range(n)],
+                     intervals={"train": [[0, 2.4]], "validation": [[2.4, 2.7]], "test": [[2.7, 3.0]]})
+
+
+def _conditioned(n_modes=2, cells=2, h=4, hw=(6, 6), t=40):
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (t, n_modes)) * (rng.uniform(0, 1, (t, n_modes)) < 0.5)
+    combos, code = active_combinations(a)
+    acc = ConditionedRFAccumulator(n_modes, combos, cells, h, hw)
+    acc.update(torch.randn(t, cells, h, *hw), torch.as_tensor(a), torch.as_tensor(code))
+    return acc.result(list(range(cells)))
+
+
+def test_store_round_trips_results_and_combinations(tmp_path):
+    sta = spike_triggered_average(_recording(), history=4, quiet=True)
+    cond = _conditioned()
+    path = tmp_path / "rf.h5"
+    write_rf(path, attrs={"model_hash": "abc", "history": 4}, sta=sta, conditioned=cond,
+             rank1={"spatial": np.ones((3, 10, 10))})
+    back = read_rf(path)
+    assert back["attrs"]["model_hash"] == "abc" and back["attrs"]["content"] == "retina-codec receptive fields"
+    np.testing.assert_allclose(back["sta"]["sta"], sta.sta, atol=1e-6)
+    assert back["sta"]["cell_ids"] == ["c0", "c1", "c2"] and back["sta"]["history"] == 4
+    assert back["conditioned"]["combos"] == cond.combos
+    np.testing.assert_allclose(back["conditioned"]["mode_rf"], cond.mode_rf, atol=1e-6)
+    with h5py.File(path) as f:
+        assert "description" in f["sta/sta"].attrs
+    assert not list(tmp_path.glob(".rf.h5*"))  # no temporary left behind
+
+
+def test_figures_are_written(tmp_path):
+    maps = np.stack([gaussian_2d((12, 12), 4 + i, 6, 2, 1.5, amplitude=(-1) ** i) for i in range(4)])
+    plot_rf_grid(maps, tmp_path / "grid.png", titles=list("abcd"), fits=fit_gaussians(maps))
+    plot_rank1(maps, np.random.default_rng(0).standard_normal((4, 8)), tmp_path / "rank1.png",
+               lags_s=np.arange(-8, 0) / 100.0)
+    cond = _conditioned()
+    plot_conditioned_gallery(cond, 1, tmp_path / "gallery.png", mode_names=["ON", "OFF"])
+    plot_conditioned_gallery(read_rf_like(cond, tmp_path), 0, tmp_path / "gallery_from_file.png")
+    for name in ("grid.png", "rank1.png", "gallery.png", "gallery_from_file.png"):
+        p = tmp_path / name
+        assert p.exists() and p.stat().st_size > 5000
+        assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+def read_rf_like(cond, tmp_path):
+    write_rf(tmp_path / "c.h5", conditioned=cond)
+    return read_rf(tmp_path / "c.h5")["conditioned"]
+
+
+@pytest.fixture()
+def cli_inputs(tmp_path):
+    from retina_codec.models import save_model
+    from retina_codec.models.ln import LNModel
+    from retina_codec.recordings.nwb import write_nwb
+
+    rec = _recording()
+    nwb = write_nwb(rec, tmp_path / "rec.nwb")
+    model = LNModel(3, history=4, frame_shape=(10, 10), init_std=0.05)
+    model_path = save_model(model, tmp_path / "model")
+    bins = rec.window_bins("test", 4)
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "modes.h5", "w") as f:
+        f["loadings"] = rng.uniform(0, 1, (len(bins), 3)) * (rng.uniform(0, 1, (len(bins), 3)) < 0.5)
+        f["bins"] = bins
+    return tmp_path, model_path, nwb
+
+
+def test_rf_command_writes_results_and_figures(cli_inputs):
+    tmp, model_path, nwb = cli_inputs
+    out = tmp / "rf.h5"
+    code = main(["-q", "rf", str(model_path), str(nwb), "--modes", str(tmp / "modes.h5"), "--out", str(out),
+                 "--model-sta-samples", "32", "--cells", "c0", "2"])
+    assert code == 0
+    back = read_rf(out)
+    assert {"sta", "model_sta", "rank1", "gaussian", "conditioned", "sources"} <= set(back)
+    assert back["model_sta"]["gradient"].shape == (2, 4, 10, 10)
+    assert back["conditioned"]["mode_rf"].shape == (3, 2, 4, 10, 10)
+    assert len(back["attrs"]["model_hash"]) == 64
+    figs = sorted(p.name for p in (tmp / "rf_figures").glob("*.png"))
+    assert figs == ["conditioned_c0.png", "conditioned_c2.png", "rf_grid.png", "rf_rank1.png", "sta_grid.png"]
+
+
+def test_rf_command_reports_a_bad_modes_file_in_one_line(cli_inputs, capsys):
+    tmp, model_path, nwb = cli_inputs
+    with h5py.File(tmp / "bad.h5", "w") as f:
+        f["something"] = np.zeros(3)
+    code = main(["-q", "rf", str(model_path), str(nwb), "--modes", str(tmp / "bad.h5"), "--out",
+                 str(tmp / "x.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "loadings" in err[0]
+    assert not (tmp / "x.h5").exists()
