@@ -29,18 +29,26 @@ def wn(recs):
     return recs[1]
 
 
-def centre_sta(rec, cell, counts=None, lags=HISTORY):
-    """Spike-triggered average of the 3x3 pixels around a cell's centre (contrast), by lag 1..lags.
+def footprint_luminance(rec, cell):
+    """(T,) contrast seen by the centres of the subunits a cell pools, weighted by its pooling weights."""
+    gt = rec.ground_truth
+    sigma = gt.params["settings"]["bipolar_center_sigma"]
+    w = np.abs(gt.pooling_weights[cell])
+    pos, w = gt.subunit_positions[w > 0], w[w > 0]
+    grid = np.arange(rec.frame_shape[0], dtype=np.float64)
+    g = np.exp(-((grid[None, :, None] - pos[:, 0, None, None]) ** 2
+                 + (grid[None, None, :] - pos[:, 1, None, None]) ** 2) / (2 * sigma**2))
+    fp = (w[:, None, None] * g / g.sum((1, 2), keepdims=True)).sum(0)
+    lum = rec.stimulus.data.reshape(rec.n_frames, -1).astype(np.float32) @ (fp / fp.sum()).ravel()
+    return lum * rec.stimulus.scale * 2 - 1
 
-    ``counts`` replaces the cell's spike counts (e.g. only the spikes of some bins).
-    """
-    y, x = np.round(rec.ground_truth.cell_centers[cell]).astype(int)
-    patch = rec.stimulus.data[:, y - 1 : y + 2, x - 1 : x + 2].astype(np.float64) * rec.stimulus.scale
-    lum = patch.mean((1, 2)) * 2 - 1
-    c = np.asarray(rec.responses[:, cell] if counts is None else counts, np.float64)
+
+def footprint_sta(rec, cell, lags=HISTORY):
+    """Spike-triggered average of :func:`footprint_luminance`, by lag 1..lags."""
+    lum = footprint_luminance(rec, cell)
+    c = rec.responses[lags:, cell].astype(np.float64)
     windows = np.lib.stride_tricks.sliding_window_view(lum[:-1], lags)  # row i: frames i .. i + lags - 1
-    sta_window_order = c[lags:] @ windows / c[lags:].sum()  # bin t = i + lags sees frames t - lags .. t - 1
-    return sta_window_order[::-1]
+    return (c @ windows / c.sum())[::-1]  # bin t = i + lags sees frames t - lags .. t - 1
 
 
 def crop_stas(rec, cells, half=7):
@@ -183,25 +191,41 @@ def test_on_cells_sta_centre_is_bright_and_off_cells_dark_at_the_peak(wn):
     gt = wn.ground_truth
     for kind, sign in (("ON", 1), ("OFF", -1)):
         for cell in gt.cells_of_type(kind):
-            sta = centre_sta(wn, cell)
+            sta = footprint_sta(wn, cell)
             peak = sta[np.argmax(np.abs(sta[:15]))]
             assert np.sign(peak) == sign, (kind, cell, sta[:15])
 
 
 def test_on_off_cell_rf_flips_polarity_with_the_pathway_that_drives_it(wn):
+    """Spikes fired while the ON pathway dominates follow brightening, those while OFF dominates darkening.
+
+    The STA of each set of bins is taken relative to the average stimulus of those bins (selecting bins
+    by pathway selects stimuli too), at the bipolar kernel's peak lag.
+    """
     gt = wn.ground_truth
     pol = gt.subunit_polarity
+    lag = int(np.argmax(gt.params["kernels_by_lag"]["bipolar_on"]))
     cells = gt.cells_of_type("ON-OFF")
     assert len(cells)
     for cell in cells:
         w = gt.pooling_weights[cell]
         on_in = gt.bipolar_traces[:, pol > 0] @ w[pol > 0]
         off_in = gt.bipolar_traces[:, pol < 0] @ w[pol < 0]
-        peaks = {}
-        for name, mask in (("on", on_in > off_in), ("off", on_in <= off_in)):
-            sta = centre_sta(wn, cell, counts=wn.responses[:, cell] * mask)
-            peaks[name] = sta[np.argmax(np.abs(sta[:15]))]
-        assert peaks["on"] > 0.05 and peaks["off"] < -0.05, (cell, peaks)
+        lum = footprint_luminance(wn, cell)
+        seen = lum[HISTORY - lag : wn.n_frames - lag]  # contrast `lag` frames before each bin
+        counts = wn.responses[HISTORY:, cell].astype(np.float64)
+        signed = {}
+        for name, mask in (("on", on_in[HISTORY:] > off_in[HISTORY:]), ("off", on_in[HISTORY:] <= off_in[HISTORY:])):
+            c = counts * mask
+            sta = c @ seen / c.sum() - seen[mask].mean()
+            signed[name] = sta / (seen.std() / np.sqrt(c.sum()))  # in standard errors
+        assert signed["on"] > 3 and signed["off"] < -3, (cell, signed)
+    # unconditioned, the two pathways largely cancel: the ON-OFF centre is weaker than ON and OFF centres
+    def peak(cell):
+        return abs(footprint_sta(wn, cell)[lag - 1])
+    onoff = np.mean([peak(c) for c in cells])
+    single = np.mean([peak(c) for t in ("ON", "OFF") for c in gt.cells_of_type(t)])
+    assert onoff < 0.6 * single
 
 
 # ---- amacrine inhibition ------------------------------------------------------------------------------
