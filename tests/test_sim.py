@@ -187,6 +187,21 @@ def test_ln_cells_white_noise_sta_recovers_their_filter(wn):
             assert np.corrcoef(sta[support], shifted[support])[0, 1] < corr - 0.03
 
 
+def test_ln_rates_are_the_stored_filter_applied_to_the_history_window(wn):
+    """true_rate[t] = gain * softplus(beta (z - theta)) / beta, z = (ln_filter . c(window t) - mean) / std."""
+    gt = wn.ground_truth
+    cal = gt.params["calibration"]
+    bins = np.arange(HISTORY, HISTORY + 300)
+    batch = next(wn.iter_windows(bins=bins, history=HISTORY, offset=1, batch_size=300, normalize=False))
+    contrast = batch.stimulus.reshape(len(bins), -1) * 2 - 1
+    for j, cell in enumerate(gt.ln_cells):
+        g = contrast @ gt.ln_filters[j].ravel().astype(np.float64)
+        z = (g - cal["gen_mean"][cell]) / cal["gen_std"][cell]
+        beta = cal["beta"]
+        rate = cal["gain"][cell] * np.logaddexp(0, beta * (z - cal["threshold"][cell])) / beta
+        np.testing.assert_allclose(gt.true_rates[bins, cell], rate, rtol=1e-3, atol=1e-3)
+
+
 def test_on_cells_sta_centre_is_bright_and_off_cells_dark_at_the_peak(wn):
     gt = wn.ground_truth
     for kind, sign in (("ON", 1), ("OFF", -1)):
