@@ -99,3 +99,12 @@ def test_torchrun_two_cpu_ranks_give_the_single_process_store(model_and_recordin
     for k in a["data"]:
         np.testing.assert_array_equal(a["data"][k], b["data"][k], err_msg=k)
     assert a["attrs"] == b["attrs"]
+
+
+def test_cli_bad_target_is_one_line_error(model_and_recording, tmp_path, capsys):
+    model_dir, nwb = model_and_recording
+    rc = main(["-q", "contributions", str(model_dir), str(nwb), "--out", str(tmp_path / "x.h5"),
+               "--target", "cells"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cells" in err[0]

@@ -362,3 +362,16 @@ def test_make_target_parses_names_cells_and_callables():
     assert make_target("surprisal").needs_reference
     with pytest.raises(ValueError, match="unknown name"):
         make_target("bogus")
+
+
+def test_trapezoid_rule_matches_the_formula_step_by_step(bncnn, x_retina):
+    m = 5
+    res = contributions(bncnn, x_retina, ["conv1"], target=4, steps=m, reduce=None, dtype=F64, quiet=True)
+    acts, grads = [], []
+    for k in range(m + 1):
+        a = bncnn.conv1(x_retina * (k / m)).detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(bncnn.readout(bncnn.conv2(a))[:, 4].sum(), a)
+        acts.append(a.detach())
+        grads.append(g)
+    want = sum(0.5 * (grads[k - 1] + grads[k]) * (acts[k] - acts[k - 1]) for k in range(1, m + 1))
+    np.testing.assert_allclose(res["conv1"], want.numpy(), rtol=1e-10, atol=1e-15)

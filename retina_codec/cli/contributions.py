@@ -13,6 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
+
+from ..errors import RetinaCodecError
 
 __all__ = ["add_parser", "run"]
 
@@ -72,7 +76,20 @@ def _target(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model and recording, compute and store the contributions; exit code."""
+    """Load the model and recording, compute and store the contributions; exit code.
+
+    Bad settings (unknown target, rule, reduction, …) are reported as one line on stderr, exit code 2.
+    """
+    try:
+        return _run(args)
+    except ValueError as err:
+        if isinstance(err, RetinaCodecError):
+            raise
+        print(f"retina-codec contributions: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..contributions.store import write_contributions
@@ -99,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=dtype, split=split, reference=reference, resume=not args.no_resume,
         attrs={"model_path": str(args.model), "recording_path": str(args.recording)},
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     import h5py
 
     with h5py.File(out, "r") as f:

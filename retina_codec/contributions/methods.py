@@ -72,11 +72,17 @@ class Conductance(Method):
 
     def combine(self, acts, grads, a_x, a_0):
         da = acts[1:] - acts[:-1]  # (m, B, ...)
-        if self.rule == "trapezoid":
-            g = 0.5 * (grads[:, :-1] + grads[:, 1:])
-        else:
-            g = grads[:, :-1]
-        return (g * da.unsqueeze(0)).sum(1)
+        if self.rule == "left":
+            return (grads[:, :-1] * da.unsqueeze(0)).sum(1)
+        # trapezoid regrouped per path point: Σ_k g_k ⊙ ½(Δa_k + Δa_{k+1}), Δa_0 = Δa_{m+1} = 0, so the
+        # target-independent weights are formed once and each target costs one multiply-add per point
+        w = torch.empty_like(acts)
+        w[0] = da[0]
+        w[-1] = da[-1]
+        if len(da) > 1:
+            torch.add(da[:-1], da[1:], out=w[1:-1])
+        w.mul_(0.5)
+        return (grads * w.unsqueeze(0)).sum(1)
 
 
 class LayerIntegratedGradients(Method):
