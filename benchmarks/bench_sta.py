@@ -6,7 +6,10 @@ their bins) and the in-memory float32 stimulus, as a user would call it; the res
 A second part runs the STA on an HDF5-backed (lazy) recording of two lengths in fresh processes and prints
 the peak resident memory of each: it should not grow with the recording.
 
-    python benchmarks/bench_sta.py [--frames 20000] [--cells 16] [--skip-memory]
+    python benchmarks/bench_sta.py [--frames 20000] [--cells 16] [--skip-memory] [--irf]
+
+``--irf`` adds the throughput of instantaneous RFs of a default BN-CNN (GPU when present): one batched
+backward over all cells vs a loop over cells.
 """
 
 from __future__ import annotations
@@ -114,6 +117,29 @@ def bench_memory(lengths: list[int], cells: int) -> None:
                   f"(RSS before the call {before:5.0f} MiB, so +{peak - before:4.0f} MiB), {dt:6.1f} s")
 
 
+def bench_irf(cells: int, batch: int, repeats: int) -> None:
+    """IRFs of every cell of a default BN-CNN (40×50×50 input): batched backward vs a loop over cells."""
+    from retina_codec.models.bncnn import BNCNN
+    from retina_codec.rf.irf import input_jacobian
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = BNCNN(cells).to(dev).eval()
+    x = torch.randn(batch, 40, 50, 50, device=dev)
+    cols = list(range(cells))
+    for label, batched in (("batched (is_grads_batched)", True), ("loop over cells", False)):
+        best = np.inf
+        for _ in range(repeats + 1):  # first call warms up
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            input_jacobian(model, x, cols, batched=batched)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        print(f"IRF on {dev.type}, BN-CNN {cells} cells, {batch} bins, {label:27s}: "
+              f"{batch * cells / best:9.0f} IRFs/s ({best:.3f} s)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=20000)
@@ -122,6 +148,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--memory-lengths", type=int, nargs=2, default=[20000, 80000])
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--irf", action="store_true", help="also time IRFs of a BN-CNN (GPU when present)")
+    p.add_argument("--irf-batch", type=int, default=32)
     args = p.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
@@ -129,6 +157,8 @@ def main() -> None:
     bench_speed(args.frames, args.cells, args.history, args.repeats)
     if not args.skip_memory:
         bench_memory(args.memory_lengths, args.cells)
+    if args.irf:
+        bench_irf(args.cells, args.irf_batch, args.repeats)
 
 
 if __name__ == "__main__":

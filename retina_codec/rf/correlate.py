@@ -57,7 +57,7 @@ def _copy_into(dst: torch.Tensor, src: np.ndarray | torch.Tensor) -> None:
     elif dst.device.type == "cpu":
         np.copyto(dst.numpy(), src, casting="unsafe")
     else:
-        dst.copy_(torch.from_numpy(np.ascontiguousarray(src)))
+        dst.copy_(torch.from_numpy(np.require(src, requirements=["C", "W"])))
 
 
 class WindowCorrelator:

@@ -19,7 +19,8 @@ from torch import nn
 from ..progress import progress
 from ..recordings import Recording
 
-__all__ = ["eval_mode", "model_device", "input_jacobian", "iter_irfs", "instantaneous_rfs", "model_window"]
+__all__ = ["eval_mode", "model_device", "model_dtype", "input_jacobian", "iter_irfs", "instantaneous_rfs",
+           "model_window"]
 
 
 @contextlib.contextmanager
@@ -37,6 +38,12 @@ def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (CPU for parameter-free models)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """Floating dtype of the model's first parameter (float32 for parameter-free models)."""
+    p = next(model.parameters(), None)
+    return p.dtype if p is not None and p.is_floating_point() else torch.float32
 
 
 def model_window(model: nn.Module, history: int | None = None, offset: int | None = None) -> tuple[int, int]:
@@ -98,7 +105,7 @@ def iter_irfs(
     default, as the model expects); ``cells`` defaults to every model output.
     """
     history, offset = model_window(model, history, offset)
-    dev = model_device(model)
+    dev, dtype = model_device(model), model_dtype(model)
     if bins is None:
         bins = recording.window_bins(split, history, offset)
     bins = np.asarray(bins, dtype=np.int64)
@@ -107,12 +114,12 @@ def iter_irfs(
             with torch.no_grad():
                 probe = next(recording.iter_windows(bins=bins[:1], history=history, offset=offset,
                                                     normalize=normalize))
-                n_out = model(torch.from_numpy(np.array(probe.stimulus, dtype=np.float32)).to(dev)).shape[1]
+                n_out = model(torch.from_numpy(np.array(probe.stimulus, dtype=np.float32)).to(dev, dtype)).shape[1]
             cells = list(range(n_out))
         batches = recording.iter_windows(bins=bins, history=history, offset=offset, batch_size=batch_size,
                                          normalize=normalize)
         for batch in progress(batches, desc="IRF", total=-(-len(bins) // batch_size), quiet=quiet):
-            x = torch.from_numpy(np.array(batch.stimulus, dtype=np.float32)).to(dev)
+            x = torch.from_numpy(np.array(batch.stimulus, dtype=np.float32)).to(dev, dtype)
             jac = input_jacobian(model, x, cells)
             rates = None
             if with_rates:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..progress import progress
 from .correlate import WindowCorrelator
-from .irf import eval_mode, input_jacobian, model_device, model_window
+from .irf import eval_mode, input_jacobian, model_device, model_dtype, model_window
 
 __all__ = ["model_sta_gradient", "model_reverse_correlation", "white_noise"]
 
@@ -66,7 +66,7 @@ def model_sta_gradient(
     with eval_mode(model):
         for _ in progress(range(-(-n_samples // batch_size)), desc="model STA", quiet=quiet):
             b = min(batch_size, n_samples - done)
-            x = white_noise((b, history) + hw, gen, kind, contrast, dev)
+            x = white_noise((b, history) + hw, gen, kind, contrast, dev).to(model_dtype(model))
             total += input_jacobian(model, x, cells).sum(0).double()
             done += b
     return (total / done).cpu().numpy()
@@ -103,7 +103,7 @@ def model_reverse_correlation(
             b = min(batch_size, n_frames - n_bins)
             frames = torch.cat([tail, white_noise((b,) + hw, gen, kind, contrast, dev)])
             wins = frames.unfold(0, history, 1).permute(0, 3, 1, 2)  # (b, h, H, W), window b = frames[b:b+h]
-            rates = model(wins.contiguous())
+            rates = model(wins.contiguous().to(model_dtype(model)))
             if cells is not None:
                 rates = rates[:, list(cells)]
             if corr is None:
