@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .base import RetinaModel
-from .layers import ConvBlock, Readout, conv_output_shape, make_batchnorm
+from .layers import ConvBlock, FastCPUConv2d, Readout, conv_output_shape, make_batchnorm
 
 __all__ = ["BNCNN"]
 
@@ -101,7 +101,7 @@ class BNCNN(RetinaModel):
 
     def _make_conv(self, in_channels: int, out_channels: int, kernel_size: int) -> nn.Module:
         """One conv layer (subclasses build the kernel differently)."""
-        return nn.Conv2d(in_channels, out_channels, kernel_size, bias=self.conv_bias)
+        return FastCPUConv2d(in_channels, out_channels, kernel_size, bias=self.conv_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, history, H, W)`` z-scored windows → ``(B, n_cells)`` non-negative predicted responses."""

@@ -1,0 +1,139 @@
+"""Fitting and evaluation: learning on the small simulated retina, exact resume, early stopping, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import retina_codec.models.fitting as fitting
+from retina_codec.cli.main import main
+from retina_codec.errors import CheckpointError
+from retina_codec.models import BNCNN, LNModel, evaluate, fit, load_model, save_model
+from retina_codec.models.fitting import pearson_r
+from retina_codec.recordings import Recording
+from retina_codec.sim import simulate_retina
+
+CROP = slice(9, 41)  # the small preset's ganglion cells sit at 16–34 px: keep their surroundings only
+
+
+@pytest.fixture(scope="module")
+def small_sim():
+    natural, _ = simulate_retina(preset="small", seed=0)
+    return natural
+
+
+@pytest.fixture(scope="module")
+def cropped(small_sim):
+    """The small preset's natural-scene recording, cropped to 32x32 px (same cells, splits, truth)."""
+    rec = small_sim
+    return Recording(rec.stimulus[0:rec.n_frames][:, CROP, CROP], rec.frame_times, rec.frame_rate,
+                     rec.responses, rec.cell_ids, rec.intervals, rec.response_unit, rec.stimulus_name,
+                     provenance=rec.provenance, ground_truth=rec.ground_truth)
+
+
+def tiny(rec):
+    return dict(history=8, model_kwargs=dict(channels=(4, 4), kernel_sizes=(7, 5), bn_momentum=0.1,
+                                             readout_bn_momentum=0.1),
+                batch_size=32, steps_per_epoch=6, lr=2e-3, device="cpu", quiet=True)
+
+
+def test_pearson_r_matches_numpy_per_column():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
+    b[:, 1] += 2 * a[:, 1]
+    expected = [np.corrcoef(a[:, i], b[:, i])[0, 1] for i in range(3)]
+    np.testing.assert_allclose(pearson_r(a, b), expected, rtol=1e-12)
+    a[:, 2] = 1.0
+    assert np.isnan(pearson_r(a, b)[2])
+
+
+def test_reduced_bncnn_learns_the_small_simulated_retina(cropped):
+    result = fit(cropped, history=15, epochs=1, batch_size=64, lr=2e-3, device="cpu", quiet=True, seed=0,
+                 model_kwargs=dict(kernel_sizes=(9, 7), bn_momentum=0.1, readout_bn_momentum=0.1))
+    test = result.test
+    assert test is not None and test.n_bins > 800
+    assert test.mean_r_true_rate >= 0.5, test.to_dict()
+    assert test.mean_r_response > 0.3
+    assert [h["epoch"] for h in result.history] == [1] and result.history[-1]["val_r"] > 0.3
+    model = result.model
+    assert not model.training and model.norm_stats == cropped.normalization()
+    assert model.input_spec.frame_rate == 100.0 and model.input_spec.offset == 1
+    assert model.cell_ids == list(cropped.cell_ids)
+    assert model.metadata["metrics"]["test"]["mean_r_true_rate"] == pytest.approx(test.mean_r_true_rate)
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(cropped, tmp_path, monkeypatch):
+    full = fit(cropped, epochs=3, seed=3, **tiny(cropped))
+    calls = {"n": 0}
+    real = fitting._validate
+
+    def crash_in_epoch_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(fitting, "_validate", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cropped, epochs=3, seed=3, checkpoint_dir=tmp_path, **tiny(cropped))
+    monkeypatch.setattr(fitting, "_validate", real)
+    assert torch.load(tmp_path / fitting.RESUME_FILE, weights_only=True)["epoch"] == 1
+    resumed = fit(cropped, epochs=3, seed=3, checkpoint_dir=tmp_path, **tiny(cropped))
+    assert resumed.best_epoch == full.best_epoch
+    assert [h["val_r"] for h in resumed.history] == [h["val_r"] for h in full.history]
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+    with pytest.raises(CheckpointError, match="lr"):
+        fit(cropped, epochs=4, seed=3, checkpoint_dir=tmp_path, **{**tiny(cropped), "lr": 1e-2})
+
+
+def test_early_stopping_keeps_the_best_epoch(cropped):
+    frozen = {**tiny(cropped), "lr": 0.0}  # nothing changes: validation r never improves after epoch 1
+    frozen["model_kwargs"] = {**frozen["model_kwargs"], "bn_momentum": 0.0, "readout_bn_momentum": 0.0}
+    result = fit(cropped, epochs=6, seed=1, patience=1, **frozen)
+    assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 1
+    val = evaluate(result.model, cropped, "validation", quiet=True)
+    assert val.mean_r_response == pytest.approx(result.history[0]["val_r"], abs=1e-5)
+
+
+def test_evaluate_reports_true_rate_correlation_only_with_ground_truth(cropped):
+    torch.manual_seed(0)
+    model = LNModel(cropped.n_cells, history=8, frame_shape=(32, 32))
+    with_truth = evaluate(model, cropped, "test", quiet=True)
+    assert with_truth.r_true_rate.shape == (cropped.n_cells,) and with_truth.n_bins == 900
+    plain = Recording(cropped.stimulus, cropped.frame_times, 100.0, cropped.responses, intervals=cropped.intervals)
+    without = evaluate(model, plain, "test", quiet=True)
+    assert without.r_true_rate is None and without.mean_r_true_rate is None
+    np.testing.assert_allclose(without.r_response, with_truth.r_response)
+    with pytest.raises(ValueError, match="32x32"):
+        evaluate(BNCNN(cropped.n_cells, history=8, frame_shape=(40, 40)), cropped, quiet=True)
+
+
+def test_fitted_model_round_trips_with_its_metrics(cropped, tmp_path):
+    result = fit(cropped, epochs=1, **tiny(cropped))
+    save_model(result.model, tmp_path, metadata=result.model.metadata)
+    loaded = load_model(tmp_path)
+    assert loaded.norm_stats == result.model.norm_stats
+    again = evaluate(loaded, cropped, "test", quiet=True)
+    np.testing.assert_array_equal(again.r_response, result.test.r_response)
+    assert loaded.metadata["training"]["best_epoch"] == 1
+
+
+def test_fit_command_writes_model_json_and_card(small_sim, tmp_path):
+    from retina_codec.recordings.nwb import write_nwb
+
+    short = small_sim
+    nwb = write_nwb(short, tmp_path / "rec.nwb")
+    out = tmp_path / "model"
+    args = [str(nwb), "--stimulus", "naturalscene", "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
+            "--batch-size", "16", "--small", "--history", "6", "--device", "cpu"]
+    assert main(["-q", "fit", *args]) == 0
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["input_spec"]["history"] == 6 and doc["metadata"]["training"]["epochs_run"] == 1
+    assert doc["metadata"]["metrics"]["test"]["mean_r_true_rate"] is not None
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "retina-codec fit" in card and "--steps-per-epoch 2" in card and "true rate" in card
+    assert not (out / ".fit_state").exists()
+    assert main(["-q", "fit", *args]) == 2  # refuses to overwrite
+    assert load_model(out).n_cells == small_sim.n_cells
