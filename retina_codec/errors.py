@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "UntrustedCheckpointError",
     "LayerNotFoundError",
+    "ModesError",
     "OutputExistsError",
 ]
 
@@ -86,6 +87,10 @@ class LayerNotFoundError(RetinaCodecError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ModesError(RetinaCodecError, ValueError):
+    """Input to a mode decomposition (SAE) or a modes store is malformed or inconsistent."""
 
 
 class OutputExistsError(RetinaCodecError, FileExistsError):

@@ -1,0 +1,72 @@
+"""The interface every sparse autoencoder (SAE) of :mod:`retina_codec.modes` implements.
+
+An SAE maps inputs ``x (B, d)`` to non-negative codes ``(B, K)`` (the mode loadings) and back to a
+reconstruction ``x̂ = codes @ atoms + bias``. Training and inference may differ (threshold warm-up,
+straight-through gradients, batch-level top-k); :meth:`SparseAutoencoder.encode` is always the
+inference-time definition, :meth:`SparseAutoencoder.training_loss` the training one.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = ["SparseAutoencoder", "TrainStep"]
+
+
+class TrainStep(NamedTuple):
+    """One training evaluation: total ``loss`` (scalar), ``recon (B, d)``, ``codes (B, K)``, loss ``parts``."""
+
+    loss: torch.Tensor
+    recon: torch.Tensor
+    codes: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
+class SparseAutoencoder(nn.Module):
+    """Base class: ``n_features`` inputs (d), ``n_latents`` codes (K)."""
+
+    kind: str = "base"
+
+    def __init__(self, n_features: int, n_latents: int) -> None:
+        super().__init__()
+        if n_features < 1 or n_latents < 1:
+            raise ValueError(f"n_features and n_latents must be >= 1; got {n_features}, {n_latents}")
+        self.n_features = int(n_features)
+        self.n_latents = int(n_latents)
+
+    # --- inference -------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``(B, K)`` of inputs ``(B, d)`` by the inference-time definition."""
+        raise NotImplementedError
+
+    def atoms(self) -> torch.Tensor:
+        """Dictionary ``(K, d)`` such that ``decode(c) = c @ atoms() + bias()``."""
+        raise NotImplementedError
+
+    def bias(self) -> torch.Tensor:
+        """Decoder bias ``(d,)`` (zeros for SAEs without one)."""
+        return torch.zeros(self.n_features, device=self.atoms().device, dtype=self.atoms().dtype)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``(B, d)`` of codes ``(B, K)``."""
+        return codes @ self.atoms() + self.bias()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reconstruction (B, d), codes (B, K))`` by the inference-time definition."""
+        codes = self.encode(x)
+        return self.decode(codes), codes
+
+    # --- training --------------------------------------------------------------------------------
+    def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
+        """Loss of a training batch ``x (B, d)``; ``progress`` in [0, 1] is the fraction of training done."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after every optimiser step (e.g. to renormalise decoder rows)."""
+
+    def settings(self) -> dict[str, float | int | str]:
+        """Hyper-parameters that define this SAE (stored with the modes)."""
+        return {"kind": self.kind, "n_features": self.n_features, "n_latents": self.n_latents}
