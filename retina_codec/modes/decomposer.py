@@ -232,4 +232,5 @@ class ModeDecomposer(TransformerMixin, BaseEstimator):
         self._check_fitted()
         return {"explained_variance": self.explained_variance_, "l0": self.l0_,
                 "dead_fraction": self.dead_fraction_, "n_modes": float(self.n_modes_),
-                "n_iter": float(self.n_iter_), "train_seconds": self.history_.seconds}
+                "n_iter": float(self.n_iter_),
+                "train_seconds": float(getattr(getattr(self, "history_", None), "seconds", float("nan")))}
