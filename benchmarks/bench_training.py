@@ -1,0 +1,119 @@
+"""Training throughput of the BN-CNN (bins/s for forward + backward + Adam step) and the estimated wall
+time of a full fit on the default simulated recording.
+
+Peer: the same model with PyTorch's own ``nn.Conv2d`` backward (oneDNN's weight-gradient kernel on CPU,
+what torch-deep-retina runs), timed in the same run; ours uses ``FastCPUConv2d`` (weight gradient as one
+forward convolution). On CUDA both are cuDNN, so only ours is timed there.
+
+    python benchmarks/bench_training.py [--batch 256] [--repeats 3] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from torch import nn
+
+from retina_codec.models import BNCNN
+from retina_codec.models.card import machine_description
+from retina_codec.models.fitting import SMALL_CONFIG, resolve_device
+from retina_codec.sim import resolve_params
+from retina_codec.sim.simulate import SPLIT_FRACTIONS
+
+
+def with_plain_convs(model: BNCNN) -> BNCNN:
+    """The peer: every conv replaced by a plain ``nn.Conv2d`` with the same weights."""
+    for name in model.hidden_layers:
+        block = getattr(model, name)
+        old = block.conv
+        new = nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, bias=old.bias is not None)
+        new.load_state_dict(old.state_dict())
+        block.conv = new.to(old.weight.device)
+    return model
+
+
+def train_rate(model: nn.Module, batch: int, repeats: int, device: torch.device) -> float:
+    """Bins per second of forward + Poisson loss + backward + Adam step (after one warm-up step)."""
+    h, hh, ww = model.input_spec.shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, h, hh, ww, generator=g).to(device)
+    y = torch.poisson(torch.full((batch, model.n_cells), 0.1)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step() -> None:
+        loss = nn.functional.poisson_nll_loss(model(x), y, log_input=False)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * repeats / (time.perf_counter() - t)
+
+
+@torch.no_grad()
+def eval_rate(model: nn.Module, batch: int, repeats: int, device: torch.device) -> float:
+    h, hh, ww = model.input_spec.shape
+    x = torch.randn(batch, h, hh, ww).to(device)
+    model.eval()
+    model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * repeats / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    dev = resolve_device(args.device)
+    p = resolve_params("default")
+    n_cells = p.n_off + p.n_on + p.n_onoff + p.n_ln
+    n_frames = round(p.natural_duration_s * p.frame_rate)
+    lo, hi = SPLIT_FRACTIONS["train"]
+    n_train = round((hi - lo) * n_frames) - 40
+    n_val = round((SPLIT_FRACTIONS["validation"][1] - SPLIT_FRACTIONS["validation"][0]) * n_frames)
+    print(f"machine: {machine_description(dev)}; device {dev}; torch threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"default simulated natural-scene recording: {n_frames} frames, {n_train} train bins, {n_val} "
+          f"validation bins, {n_cells} cells; batch {args.batch}")
+    configs = {
+        "full BN-CNN, bn=channel": dict(),
+        "full BN-CNN, bn=unit": dict(bn="unit"),
+        "--small BN-CNN": dict(SMALL_CONFIG),
+    }
+    print(f"{'model':28s} {'ours bins/s':>12s} {'peer bins/s':>12s} {'ratio':>6s} {'eval bins/s':>12s} "
+          f"{'epoch (min)':>12s}")
+    for name, cfg in configs.items():
+        torch.manual_seed(0)
+        model = BNCNN(n_cells, **cfg).to(dev)
+        ours = train_rate(model, args.batch, args.repeats, dev)
+        ev = eval_rate(model, args.batch, args.repeats, dev)
+        peer = float("nan")
+        if dev.type == "cpu":
+            peer = train_rate(with_plain_convs(model), args.batch, args.repeats, dev)
+        epoch_min = (n_train / ours + n_val / ev) / 60
+        print(f"{name:28s} {ours:12.1f} {peer:12.1f} {ours / peer:6.2f} {ev:12.1f} {epoch_min:12.1f}")
+    print("estimated full fit (default preset, full BN-CNN): epochs x the epoch time above; "
+          "typically 10-30 epochs before early stopping")
+
+
+if __name__ == "__main__":
+    main()
