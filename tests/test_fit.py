@@ -137,3 +137,12 @@ def test_fit_command_writes_model_json_and_card(small_sim, tmp_path):
     assert not (out / ".fit_state").exists()
     assert main(["-q", "fit", *args]) == 2  # refuses to overwrite
     assert load_model(out).n_cells == small_sim.n_cells
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_uses_the_gpu_and_returns_a_model_that_evaluates_anywhere(cropped):
+    result = fit(cropped, epochs=1, **{**tiny(cropped), "device": "auto"})
+    assert result.model.metadata["training"]["device"].startswith("cuda")
+    cpu = evaluate(result.model.cpu(), cropped, "test", quiet=True)
+    np.testing.assert_allclose(cpu.r_response, result.test.r_response, atol=1e-3)

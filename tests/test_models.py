@@ -162,3 +162,29 @@ def test_model_describes_itself_for_checkpoints():
     assert d["architecture"] == "BNCNN" and d["input_spec"]["history"] == 4
     assert d["config"]["channels"] == [4, 3] and np.isclose(d["config"]["noise_std"], 0.05)
     assert BNCNN(**d["config"]).config() == d["config"]
+
+
+def test_fast_cpu_conv_gives_the_gradients_of_a_plain_conv():
+    from retina_codec.models.layers import FastCPUConv2d
+
+    torch.manual_seed(4)
+    fast = FastCPUConv2d(6, 3, 7).double().train()
+    plain = torch.nn.Conv2d(6, 3, 7).double()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(5, 6, 20, 20, dtype=torch.float64, requires_grad=True)
+    g_fast = torch.autograd.grad(fast(x).sin().sum(), [x, fast.weight, fast.bias])
+    g_plain = torch.autograd.grad(plain(x).sin().sum(), [x, plain.weight, plain.bias])
+    for a, b in zip(g_fast, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert torch.equal(fast.eval()(x), plain(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bncnn_on_gpu_matches_cpu():
+    torch.manual_seed(5)
+    model = randomize_batchnorm(BNCNN(4, bn="unit")).eval()
+    x = torch.randn(6, 40, 50, 50)
+    ref = model(x)
+    out = model.cuda()(x.cuda()).cpu()
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-4)

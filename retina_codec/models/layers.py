@@ -91,15 +91,16 @@ class _ValidConvFn(torch.autograd.Function):
 class FastCPUConv2d(nn.Conv2d):
     """``nn.Conv2d`` (valid, stride 1) that trains faster on CPU; identical state dict and outputs.
 
-    While its weight needs a gradient on the CPU it runs :class:`_ValidConvFn`; otherwise (GPU, eval,
-    no gradient) it is a plain ``nn.Conv2d``.
+    In training mode on the CPU, while its weight needs a gradient, it runs :class:`_ValidConvFn`;
+    otherwise (eval mode, GPU, no gradient) it is a plain ``nn.Conv2d``, so gradient-based analyses in eval
+    mode keep autograd's usual pruning of gradients nobody asked for.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if x.device.type == "cpu" and torch.is_grad_enabled() and self.weight.requires_grad:
+        if self.training and x.device.type == "cpu" and torch.is_grad_enabled() and self.weight.requires_grad:
             return _ValidConvFn.apply(x, self.weight, self.bias)
         return super().forward(x)
 
