@@ -208,3 +208,19 @@ def test_unsupported_or_broken_checkpoints_raise_checkpoint_error(tmp_path):
         import_tdr_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="no such"):
         import_tdr_checkpoint(tmp_path / "missing.pt")
+
+
+def test_load_model_dispatches_torch_pickles_to_the_safe_importer(tmp_path):
+    from retina_codec.models import load_model
+
+    ref = make_reference(TDRBNCNN, img_shape=(6, 30, 30), ksizes=(9, 7))
+    torch.save(tdr_checkpoint(ref, "BNCNN", {"img_shape": [6, 30, 30], "ksizes": [9, 7]}), tmp_path / "ok.pt")
+    model = load_model(tmp_path / "ok.pt")
+    x = torch.randn(2, 6, 30, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-6, atol=1e-7)
+    marker = tmp_path / "pwned"
+    torch.save({"model_type": "BNCNN", "x": RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(UntrustedCheckpointError):
+        load_model(tmp_path / "evil.pt")
+    assert not marker.exists()

@@ -111,11 +111,21 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return doc
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> RetinaModel:
+TDR_SUFFIXES = (".pt", ".pth", ".p")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trust: bool = False) -> RetinaModel:
     """Rebuild a model saved by :func:`save_model`, in eval mode, on ``device``.
 
     Sets ``input_spec``, ``norm_stats``, ``cell_ids`` and ``model.metadata`` (the caller's metadata dict).
+    A torch-deep-retina pickle (``.pt`` / ``.pth`` / ``.p``) is imported with
+    :func:`~retina_codec.models.tdr_import.import_tdr_checkpoint` (``trust`` is passed on; it only matters
+    for those files).
     """
+    if Path(path).suffix in TDR_SUFFIXES:
+        from .tdr_import import import_tdr_checkpoint
+
+        return import_tdr_checkpoint(path, trust=trust).to(device)
     weights, _ = checkpoint_paths(path)
     doc = read_metadata(path)
     if not weights.exists():
