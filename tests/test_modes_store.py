@@ -163,3 +163,22 @@ def test_modes_of_a_store_written_by_the_contribution_engine(tmp_path):
     m = read_modes(tmp_path / "m.h5")
     np.testing.assert_array_equal(m.bins, data.bins)
     assert m.attrs["contributions_attrs"]["method"] == "conductance"
+
+
+def test_cli_also_writes_loadings_into_a_copy_of_the_recording(tmp_path):
+    from _nwbio_helpers import natural_recording
+    from pynwb import NWBHDF5IO
+
+    from retina_codec.recordings.nwb import write_nwb
+
+    rec = natural_recording(t=240)
+    write_nwb(rec, tmp_path / "rec.nwb")
+    x = planted_dictionary(n_samples=100, n_features=8, n_atoms=6, seed=1).X
+    src = write_store(tmp_path / "contrib.h5", x)  # bins 100 … 199 of the 240 frames
+    rc = main(["-q", "modes", str(src), "--layer", "conv2", "--out", str(tmp_path / "m.h5"), "--kind", "topk",
+               "--k", "2", "--n-modes", "8", "--max-epochs", "2", "--nwb", str(tmp_path / "rec.nwb")])
+    assert rc == 0
+    with NWBHDF5IO(str(tmp_path / "m.nwb"), "r") as io:
+        series = io.read().processing["codec"]["mode_loadings"]
+        np.testing.assert_allclose(series.get_timestamps(), rec.frame_times[100:200], atol=1e-9)
+        np.testing.assert_array_equal(series.data[:], read_modes(tmp_path / "m.h5").loadings)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+import numpy as np
+
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda (default: cuda when present)")
+    p.add_argument("--nwb", default=None,
+                   help="recording (.nwb) the contributions were computed on: also write a copy of it with the "
+                        "loadings as a TimeSeries in a 'codec' processing module")
+    p.add_argument("--nwb-out", default=None, help="path of that copy (default: <out stem>.nwb)")
+    p.add_argument("--stimulus", default=None, help="stimulus series of the NWB file whose frame times the bins index")
     p.set_defaults(func=run)
     return p
 
@@ -60,6 +67,22 @@ def run(args: argparse.Namespace) -> int:
                                        "source", "package_version") if k in data.attrs}
     write_modes(args.out, dec, dec.transform(data.X), data.bins, contributions_path=data.path,
                 layer=args.layer, target_index=data.target_index, contributions_attrs=link)
+    if args.nwb:
+        from pathlib import Path
+
+        from ..errors import ShapeMismatchError
+        from ..modes.nwb_export import export_modes_nwb
+        from ..recordings.nwb import read_nwb
+
+        rec = read_nwb(args.nwb, stimulus=args.stimulus, validate=False)
+        if data.bins.size and (data.bins.min() < 0 or data.bins.max() >= len(rec.frame_times)):
+            raise ShapeMismatchError(f"{args.contributions}: bins {data.bins.min()}..{data.bins.max()} fall outside "
+                                     f"the {len(rec.frame_times)} frames of {args.nwb}")
+        order = np.argsort(data.bins, kind="stable")
+        nwb_out = args.nwb_out or str(Path(args.out).with_suffix(".nwb"))
+        export_modes_nwb(args.nwb, nwb_out, dec.transform(data.X)[order], rec.frame_times[data.bins[order]],
+                         description=f"modes of layer {args.layer} from {data.path}")
+        log.info("%s: loadings on the recording's clock in processing/codec", nwb_out)
     log.info("%s: %d modes of %s/%s (%d bins × %d), held-out explained variance %.3f, mean L0 %.2f, "
              "dead fraction %.2f", args.out, dec.n_modes_, args.contributions, args.layer, data.X.shape[0],
              data.X.shape[1], dec.explained_variance_, dec.l0_, dec.dead_fraction_)
