@@ -71,7 +71,7 @@ def zero_channels(model: nn.Module, layer: str, channels: Sequence[int], channel
         handle.remove()
 
 
-def _n_channels(model: nn.Module, layer: str, n_channels: int | None, atom_len: int, ei_split: bool) -> int:
+def _n_channels(n_channels: int | None, atom_len: int, ei_split: bool) -> int:
     if n_channels is not None:
         return int(n_channels)
     return atom_len // 2 if ei_split else atom_len
@@ -81,7 +81,7 @@ def _n_channels(model: nn.Module, layer: str, n_channels: int | None, atom_len: 
 def ablate_mode(model: nn.Module, layer: str, atom: np.ndarray | torch.Tensor, fraction: float, *,
                 ei_split: bool = True, n_channels: int | None = None, channel_dim: int = 1) -> Iterator[np.ndarray]:
     """Zero the mode's top ``fraction`` of channels at ``layer``; yields the zeroed channel indices."""
-    c = _n_channels(model, layer, n_channels, len(atom), ei_split)
+    c = _n_channels(n_channels, len(atom), ei_split)
     chans = top_channels(atom, c, fraction, ei_split)
     with zero_channels(model, layer, chans, channel_dim):
         yield chans
@@ -92,7 +92,7 @@ def preserve_mode(model: nn.Module, layer: str, atom: np.ndarray | torch.Tensor,
                   ei_split: bool = True, n_channels: int | None = None,
                   channel_dim: int = 1) -> Iterator[np.ndarray]:
     """Keep only the mode's top ``fraction`` of channels at ``layer`` (zero the rest); yields the kept ones."""
-    c = _n_channels(model, layer, n_channels, len(atom), ei_split)
+    c = _n_channels(n_channels, len(atom), ei_split)
     kept = top_channels(atom, c, fraction, ei_split)
     others = np.setdiff1d(np.arange(c), kept)
     with zero_channels(model, layer, others, channel_dim):
