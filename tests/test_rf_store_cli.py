@@ -79,9 +79,13 @@ def cli_inputs(tmp_path):
     model_path = save_model(model, tmp_path / "model")
     bins = rec.window_bins("test", 4)
     rng = np.random.default_rng(0)
-    with h5py.File(tmp_path / "modes.h5", "w") as f:
-        f["loadings"] = rng.uniform(0, 1, (len(bins), 3)) * (rng.uniform(0, 1, (len(bins), 3)) < 0.5)
-        f["bins"] = bins
+    from retina_codec.modes import ModeDecomposer
+    from retina_codec.modes.store import write_modes
+
+    x = rng.normal(size=(len(bins), 4)).astype(np.float32)
+    sae = ModeDecomposer(kind="relu", n_modes=3, max_epochs=2, quiet=True).fit(x)
+    loadings = rng.uniform(0, 1, (len(bins), 3)) * (rng.uniform(0, 1, (len(bins), 3)) < 0.5)
+    write_modes(tmp_path / "modes.h5", sae, loadings=loadings[:, : len(sae.atoms_)], bins=bins)
     return tmp_path, model_path, nwb
 
 

@@ -46,41 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_loadings(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """``(loadings (T_b, K), bins (T_b,) or None, mode names or None)`` from a modes file.
+    """``(loadings (T_b, K), bins (T_b,), mode names)`` from a modes store (``retina-codec modes``)."""
+    from ..modes.store import read_loadings as read_modes_loadings
 
-    Uses ``retina_codec.modes.store.read_loadings`` when that module provides it; otherwise looks for
-    datasets named ``loadings`` (or ``codes``) and ``bins`` anywhere in the HDF5 file.
-    """
-    try:
-        from ..modes import store as modes_store  # written by the modes package; optional here
-    except ImportError:
-        modes_store = None
-    if modes_store is not None and hasattr(modes_store, "read_loadings"):
-        out = modes_store.read_loadings(path)
-        if isinstance(out, tuple):
-            return (np.asarray(out[0]), None if len(out) < 2 or out[1] is None else np.asarray(out[1]),
-                    list(out[2]) if len(out) > 2 and out[2] is not None else None)
-    import h5py
-
-    from ..errors import FileFormatError
-
-    found: dict[str, Any] = {}
-    with h5py.File(path, "r") as f:
-        def visit(name: str, obj: Any) -> None:
-            key = name.rsplit("/", 1)[-1]
-            if isinstance(obj, h5py.Dataset) and key in ("loadings", "codes", "bins", "mode_names") \
-                    and key not in found:
-                found[key] = obj[()]
-
-        f.visititems(visit)
-    load = found.get("loadings", found.get("codes"))
-    if load is None or np.ndim(load) != 2:
-        raise FileFormatError(f"{path}: expected a 2-D dataset 'loadings' (bins, modes) or 'codes'; "
-                              f"found datasets {sorted(found) or 'none'}")
-    names = found.get("mode_names")
-    if names is not None:
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    return np.asarray(load, np.float64), found.get("bins"), names
+    loadings, bins, names = read_modes_loadings(path)
+    return np.asarray(loadings, np.float64), np.asarray(bins), list(names)
 
 
 def _cells(arg: list[str] | None, ids: list[str]) -> list[int] | None:
