@@ -39,6 +39,18 @@ def _as_slice(key: Any, n: int) -> tuple[int, int]:
     return start, max(start, stop)
 
 
+def _to_float32(raw: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """``raw * scale + offset`` as C-contiguous float32; ``raw`` itself only when nothing changes."""
+    if scale == 1.0 and offset == 0.0 and raw.dtype == np.float32 and raw.flags.c_contiguous:
+        return raw
+    out = np.array(raw, dtype=np.float32, order="C")  # always a copy: never scale the source in place
+    if scale != 1.0:
+        out *= np.float32(scale)
+    if offset != 0.0:
+        out += np.float32(offset)
+    return out
+
+
 class ArrayFrames:
     """Frames held in memory (any numeric dtype), converted to float32 as ``data * scale + offset``."""
 
@@ -54,15 +66,7 @@ class ArrayFrames:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         a, b = _as_slice(key, len(self))
-        out = self.data[a:b]
-        if self.scale == 1.0 and self.offset == 0.0 and out.dtype == np.float32:
-            return out
-        out = out.astype(np.float32)
-        if self.scale != 1.0:
-            out *= self.scale
-        if self.offset != 0.0:
-            out += self.offset
-        return out
+        return _to_float32(self.data[a:b], self.scale, self.offset)
 
     def __repr__(self) -> str:
         return f"ArrayFrames(shape={self.shape}, dtype={self.data.dtype})"
@@ -90,14 +94,7 @@ class H5Frames:
     def __getitem__(self, key: Any) -> np.ndarray:
         a, b = _as_slice(key, len(self))
         raw = np.asarray(self.dataset[a:b])
-        if self.transpose:
-            raw = raw.transpose(0, 2, 1)
-        out = np.ascontiguousarray(raw, dtype=np.float32)
-        if self.scale != 1.0:
-            out *= self.scale
-        if self.offset != 0.0:
-            out += self.offset
-        return out
+        return _to_float32(raw.transpose(0, 2, 1) if self.transpose else raw, self.scale, self.offset)
 
     def __repr__(self) -> str:
         return f"H5Frames(shape={self.shape}, transpose={self.transpose})"
