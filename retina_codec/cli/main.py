@@ -17,7 +17,8 @@ from .._version import __version__
 from ..errors import RetinaCodecError
 
 # sub-command modules, in the order `--help` lists them; a module missing here is skipped.
-COMMANDS = ("demo", "simulate", "inspect", "convert", "fit", "contributions", "modes", "rf", "report")
+COMMANDS = ("demo", "simulate", "inspect", "convert", "fit", "contributions", "modes", "rf", "report",
+            "classify-stats")
 
 
 def build_parser() -> argparse.ArgumentParser:
