@@ -1,53 +1,684 @@
-"""``retina-codec demo``: the whole pipeline on the embedded default, a simulated retina.
+"""``retina-codec demo``: the whole pipeline on the embedded default, a simulated retina, ending in a report.
 
-Stages (each writes into ``--out``): simulate the retina and write it as NWB (or reuse the file there),
-read it back and describe it. Later stages (model, contributions, modes, receptive fields, report) run
-when their parts are available.
+Stages, each writing its own store into ``--out`` (and skipped when that store exists, is complete and
+was made with the same model, so an interrupted demo resumes where it stopped)::
+
+    recording      simulated_retina_<preset>_seed<seed>.nwb   natural scenes + white noise, ground truth
+    model          the shipped fitted BN-CNN (models/bncnn-sim-default), or a small one fitted into model/
+    fit            fit.h5            predicted rates, per-cell r with the responses and the true rates
+    contributions  contributions.h5  CODEC conductance of conv1 and conv2 to the population surprisal
+    modes          modes_<layer>.h5 + modes_<layer>_summary.json   SAE modes; cell x mode correlations, k-means
+    rf             rf.h5             white-noise STA, model STA, rank-1 parts, the LN cells' true filters
+    conditioned    rf_conditioned_<layer>.h5   mode-conditioned RFs and dynamic-RF sources
+    classifiers    classifier_stats.json       the classifier comparison (when that module is installed)
+    report         report.html       one self-contained HTML file (``retina-codec report DIR``)
+
+``demo.json`` records the settings, the model and each stage's wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
+
+__all__ = ["add_parser", "run", "DemoSettings", "Demo", "STAGES", "default_model_path"]
+
+SHIPPED_MODEL = Path("models") / "bncnn-sim-default"
+NATURAL, WHITE = "naturalscene", "whitenoise"
+STAGES = ("recording", "model", "fit", "contributions", "modes", "rf", "conditioned", "classifiers", "report")
+
+
+def default_model_path() -> Path:
+    """``models/bncnn-sim-default`` in the working directory, else next to the installed package (repo root)."""
+    here = SHIPPED_MODEL
+    if (here / "model.json").exists():
+        return here
+    root = Path(__file__).resolve().parents[2] / SHIPPED_MODEL
+    return root if (root / "model.json").exists() else here
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``demo`` sub-command."""
     p = subparsers.add_parser(
-        "demo", help="run the pipeline on the embedded simulated retina",
-        description="Simulate the retina (natural scenes, then white noise), write it as NWB, read it back "
-                    "lazily and describe it; outputs go to --out.",
+        "demo", help="run the whole pipeline on the embedded simulated retina and write an HTML report",
+        description="Simulate the retina (natural scenes, then white noise) or reuse the recording in --out, load "
+                    "the shipped fitted BN-CNN, compute CODEC contributions to the population surprisal for both "
+                    "conv layers, contribution modes, STA / model STA / mode-conditioned RFs and dynamic-RF "
+                    "sources, the classifier comparison, and write OUT/report.html. Each stage skips when its "
+                    "output exists (resumable).",
     )
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--preset", default="default", choices=("default", "small"),
                    help="simulation size (default: 15 min natural scenes + 7.5 min white noise)")
     p.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     p.add_argument("--resimulate", action="store_true", help="simulate again even if OUT has the recording")
+    p.add_argument("--model", default=None,
+                   help=f"fitted model folder (default: the shipped {SHIPPED_MODEL}); if it is missing a small "
+                        "model is fitted into OUT/model")
+    p.add_argument("--fit", action="store_true", help="fit a small BN-CNN into OUT/model instead of using --model")
+    p.add_argument("--fit-epochs", type=int, default=4, help="epochs of that fit (default 4)")
+    p.add_argument("--fit-steps", type=int, default=150, help="batches of 256 per epoch of that fit (default 150)")
+    p.add_argument("--bins", type=int, default=3000,
+                   help="test bins (from the start of the natural-scene test split) whose contributions and "
+                        "modes are computed (default 3000 = 30 s)")
+    p.add_argument("--irf-bins", type=int, default=1500,
+                   help="the first N of those bins used for instantaneous / mode-conditioned RFs (default 1500)")
+    p.add_argument("--rf-cells", nargs="+", default=None,
+                   help="cell ids for the conditioned RFs (default: the first cell of each type)")
+    p.add_argument("--rf-modes", type=int, default=8,
+                   help="condition RFs on the N most often active modes of each layer (default 8)")
+    p.add_argument("--steps", type=int, default=20, help="conductance path steps (default 20)")
+    p.add_argument("--model-sta-samples", type=int, default=1024, help="white-noise windows for the model STA")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--force", action="store_true", help="recompute every stage (the recording too only with "
+                                                        "--resimulate)")
+    p.add_argument("--no-classifiers", action="store_true", help="skip the classifier comparison")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo stages; returns 0."""
-    from ..recordings.inspect import describe, format_description
-    from ..recordings.nwb import write_nwb
-    from ..sim import simulate_retina
+# ----------------------------------------------------------------------------------------------- settings
+@dataclass
+class DemoSettings:
+    """Everything that decides the demo's outputs (recorded in ``demo.json``)."""
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rec_path = out / f"simulated_retina_{args.preset}_seed{args.seed}.nwb"
+    out: str = "demo-out"
+    preset: str = "default"
+    seed: int = 0
+    model: str | None = None
+    fit: bool = False
+    fit_epochs: int = 4
+    fit_steps: int = 150
+    bins: int = 3000
+    irf_bins: int = 1500
+    rf_cells: list[str] | None = None
+    rf_modes: int = 8
+    steps: int = 20
+    model_sta_samples: int = 1024
+    device: str = "auto"
+    resimulate: bool = False
+    force: bool = False
+    classifiers: bool = True
+    quiet: bool | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DemoSettings:
+        return cls(out=args.out, preset=args.preset, seed=args.seed, model=args.model, fit=args.fit,
+                   fit_epochs=args.fit_epochs, fit_steps=args.fit_steps, bins=args.bins, irf_bins=args.irf_bins,
+                   rf_cells=args.rf_cells, rf_modes=args.rf_modes, steps=args.steps,
+                   model_sta_samples=args.model_sta_samples, device=args.device, resimulate=args.resimulate,
+                   force=args.force, classifiers=not args.no_classifiers,
+                   quiet=True if getattr(args, "quiet", False) else None)
+
+
+@dataclass
+class DemoPaths:
+    """Where each stage writes, inside the demo folder."""
+
+    out: Path
+    preset: str
+    seed: int
+
+    @property
+    def recording(self) -> Path:
+        return self.out / f"simulated_retina_{self.preset}_seed{self.seed}.nwb"
+
+    model_dir = property(lambda self: self.out / "model")
+    fit = property(lambda self: self.out / "fit.h5")
+    contributions = property(lambda self: self.out / "contributions.h5")
+    rf = property(lambda self: self.out / "rf.h5")
+    classifiers = property(lambda self: self.out / "classifier_stats.json")
+    report = property(lambda self: self.out / "report.html")
+    manifest = property(lambda self: self.out / "demo.json")
+
+    def modes(self, layer: str) -> Path:
+        return self.out / f"modes_{layer}.h5"
+
+    def modes_summary(self, layer: str) -> Path:
+        return self.out / f"modes_{layer}_summary.json"
+
+    def conditioned(self, layer: str) -> Path:
+        return self.out / f"rf_conditioned_{layer}.h5"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _h5_attr(path: Path, name: str) -> Any:
+    """A root attribute of an HDF5 file (``None`` when the file or attribute is missing or unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            v = f.attrs.get(name)
+    except OSError:
+        return None
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def write_json(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON atomically (NaN written as null)."""
+    from ..io_utils import atomic_path
+
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and not np.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, np.ndarray):
+            return clean(o.tolist())
+        if isinstance(o, np.generic):
+            return clean(o.item())
+        return o
+
+    with atomic_path(path, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps(clean(doc), indent=1, default=_json_default) + "\n")
+
+
+def _first_of_each_type(types: list[str]) -> list[int]:
+    seen: dict[str, int] = {}
+    for i, t in enumerate(types):
+        seen.setdefault(str(t), i)
+    return sorted(seen.values())
+
+
+# ------------------------------------------------------------------------------------------------ the demo
+@dataclass
+class Demo:
+    """The demo's stages over one output folder; :meth:`run` runs the missing ones in order."""
+
+    settings: DemoSettings
+    paths: DemoPaths = field(init=False)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    _model: Any = None
+    _model_hash: str | None = None
+    _model_path: Path | None = None
+    _model_source: str = ""
+    _recs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.paths = DemoPaths(Path(s.out), s.preset, s.seed)
+
+    # ---- shared resources, loaded on first use --------------------------------------------------
+    @property
+    def device(self) -> str:
+        from ..models.fitting import resolve_device
+
+        return str(resolve_device(self.settings.device))
+
+    def recording(self, stimulus: str) -> Any:
+        """The natural-scene or white-noise recording of the demo's NWB file (lazy, kept open)."""
+        if stimulus not in self._recs:
+            from ..recordings.nwb import read_nwb
+
+            self._recs[stimulus] = read_nwb(self.paths.recording, stimulus=stimulus)
+        return self._recs[stimulus]
+
+    def close(self) -> None:
+        for rec in self._recs.values():
+            with contextlib.suppress(Exception):
+                rec.close()
+        self._recs.clear()
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self.stage_model()
+        return self._model
+
+    @property
+    def model_hash(self) -> str:
+        if self._model_hash is None:
+            from ..contributions.store import model_hash
+
+            self._model_hash = model_hash(self.model)
+        return self._model_hash
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.model.hidden_layers)
+
+    def _fresh(self, path: Path, check: Callable[[Path], bool] | None = None) -> bool:
+        """True when ``path`` exists, was made with the current model (``model_hash`` attribute) and passes
+        ``check``; a stale store is reported and recomputed."""
+        if self.settings.force or not path.exists():
+            return False
+        stored = _h5_attr(path, "model_hash") if path.suffix == ".h5" else \
+            json.loads(path.read_text()).get("model_hash")
+        if stored is not None and stored != self.model_hash:
+            print(f"      {path.name} was made with another model: recomputing")
+            return False
+        return check(path) if check else True
+
+    def _stage(self, name: str, number: int, title: str) -> contextlib.AbstractContextManager:
+        @contextlib.contextmanager
+        def timed() -> Iterator[None]:
+            print(f"[{number}/{len(STAGES)}] {title}", flush=True)
+            t0 = time.perf_counter()
+            yield
+            self.timings[name] = round(time.perf_counter() - t0, 2)
+        return timed()
+
+    # ---- stages ---------------------------------------------------------------------------------
+    def stage_recording(self) -> None:
+        from ..recordings.nwb import write_nwb
+        from ..sim import simulate_retina
+
+        s, path = self.settings, self.paths.recording
+        with self._stage("recording", 1, "simulated recording"):
+            if path.exists() and not s.resimulate:
+                print(f"      using the simulated recording already in {path}")
+                return
+            print(f"      simulating the retina (preset {s.preset!r}, seed {s.seed}) ...")
+            recs = simulate_retina(preset=s.preset, seed=s.seed, quiet=s.quiet)
+            write_nwb(recs, path, overwrite=True)
+            print(f"      wrote {path}")
+
+    def stage_model(self) -> None:
+        from ..models import load_model
+
+        s = self.settings
+        with self._stage("model", 2, "fitted retina model"):
+            shipped = Path(s.model) if s.model else default_model_path()
+            local = self.paths.model_dir
+            if s.fit:
+                if not (local / "model.json").exists() or s.force:
+                    self._fit_small(local, "--fit was given")
+                path, source = local, "fitted by the demo (--fit)"
+            elif (shipped / "model.json").exists():
+                path, source = shipped, "shipped" if s.model is None else "given with --model"
+            elif (local / "model.json").exists():
+                print(f"      {shipped} not found: using the model the demo fitted earlier in {local}")
+                path, source = local, "fitted by the demo (shipped model missing)"
+            else:
+                print(f"      {shipped} not found: fitting a small BN-CNN instead (pass --model to use another)")
+                self._fit_small(local, "the shipped model is missing")
+                path, source = local, "fitted by the demo (shipped model missing)"
+            self._model = load_model(path, device=self.device)
+            self._model_path, self._model_source = path, source
+            m = self._model
+            print(f"      {m.architecture} from {path} ({source}): history {m.input_spec.history}, "
+                  f"layers {', '.join(m.hidden_layers)}, {m.n_cells} cells, device {self.device}")
+
+    def _fit_small(self, out: Path, why: str) -> None:
+        import torch
+
+        from ..models import save_model
+        from ..models.card import machine_description, write_model_card
+        from ..models.fitting import SMALL_CONFIG, fit
+
+        s = self.settings
+        rec = self.recording(NATURAL)
+        print(f"      fitting a small BN-CNN ({why}): {s.fit_epochs} epochs x {s.fit_steps} batches on "
+              f"{rec.stimulus_name} ...")
+        torch.manual_seed(s.seed)
+        res = fit(rec, model_kwargs=dict(SMALL_CONFIG), history=SMALL_CONFIG["history"], epochs=s.fit_epochs,
+                  steps_per_epoch=s.fit_steps, device=s.device, seed=s.seed, quiet=s.quiet)
+        command = (f"retina-codec demo --out {s.out} --preset {s.preset} --seed {s.seed} --fit "
+                   f"--fit-epochs {s.fit_epochs} --fit-steps {s.fit_steps}")
+        res.model.metadata["command"] = command
+        save_model(res.model.cpu(), out, metadata=res.model.metadata)
+        write_model_card(out / "MODEL_CARD.md", res.model, title="small BN-CNN fitted by retina-codec demo",
+                         command=command, data={"source": str(self.paths.recording), "stimulus": NATURAL,
+                                                "frames": rec.n_frames, "cells": rec.n_cells},
+                         machine=machine_description(self.device))
+        t = res.test
+        print(f"      saved {out}" + ("" if t is None else f": test r {t.mean_r_response:.3f} with the responses"))
+
+    def stage_fit(self) -> None:
+        """Predicted rates and per-cell r on both stimuli' test splits → ``fit.h5``."""
+        import h5py
+
+        from ..io_utils import atomic_path
+        from ..models import evaluate, predict
+
+        path = self.paths.fit
+        with self._stage("fit", 3, "model fit on held-out data"):
+            if self._fresh(path):
+                print(f"      {path.name} exists: skipping")
+                return
+            with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+                f.attrs["model_hash"] = self.model_hash
+                f.attrs["model_path"] = str(self._model_path)
+                f.attrs["model_source"] = self._model_source
+                f.attrs["model"] = json.dumps(self.model.describe(), default=_json_default)
+                f.attrs["training"] = json.dumps(self.model.metadata.get("training", {}), default=_json_default)
+                f.attrs["content"] = "retina-codec demo: model fit"
+                f.attrs["output_unit"] = str(self.model.metadata.get("output_unit", ""))
+                f.attrs["hidden_layers"] = json.dumps(self.layers)
+                for stim in (NATURAL, WHITE):
+                    rec = self.recording(stim)
+                    bins, pred = predict(self.model, rec, "test", quiet=self.settings.quiet)
+                    ev = evaluate(self.model, rec, "test", quiet=True)
+                    g = f.create_group(stim)
+                    g.attrs["split"] = "test"
+                    g.attrs["mean_r_response"] = ev.mean_r_response
+                    g.attrs["frame_rate"] = float(rec.frame_rate)
+                    g.create_dataset("bins", data=bins)
+                    g.create_dataset("times", data=rec.frame_times[bins])
+                    g.create_dataset("predicted", data=pred, compression="gzip")
+                    g.create_dataset("responses", data=rec.responses[bins], compression="gzip")
+                    g.create_dataset("r_response", data=ev.r_response)
+                    gt = rec.ground_truth
+                    if gt is not None:
+                        g.attrs["mean_r_true_rate"] = ev.mean_r_true_rate
+                        g.create_dataset("true_rates", data=np.asarray(gt.true_rates)[bins], compression="gzip")
+                        g.create_dataset("r_true_rate", data=ev.r_true_rate)
+                    print(f"      {stim}: mean r {ev.mean_r_response:.3f} with the responses"
+                          + ("" if ev.r_true_rate is None else f", {ev.mean_r_true_rate:.3f} with the true rates")
+                          + f" ({len(bins)} test bins)")
+                rec = self.recording(NATURAL)
+                f.create_dataset("cell_ids", data=np.array(rec.cell_ids, dtype=h5py.string_dtype()))
+                if rec.ground_truth is not None:
+                    f.create_dataset("cell_types", data=np.array([str(t) for t in rec.ground_truth.cell_types],
+                                                                 dtype=h5py.string_dtype()))
+
+    def _demo_bins(self) -> tuple[np.ndarray, str]:
+        """The natural-scene test bins the contributions cover: the first ``--bins`` of the test split,
+        registered as the interval ``demo`` of the recording."""
+        rec = self.recording(NATURAL)
+        spec = self.model.input_spec
+        test = rec.window_bins("test", spec.history, spec.offset)
+        n = int(min(max(self.settings.bins, 1), len(test)))
+        chosen = test[:n]
+        if "demo" not in rec.intervals:
+            end = rec.frame_times[chosen[-1]] + 1.0 / rec.frame_rate
+            rec.intervals["demo"] = np.array([[rec.frame_times[chosen[0]], end]])
+        return chosen, "demo"
+
+    def stage_contributions(self) -> None:
+        """Conductance of every hidden layer to the population surprisal → ``contributions.h5``."""
+        import h5py
+
+        from ..contributions.store import write_contributions
+        from ..contributions.targets import SurprisalTarget
+
+        path = self.paths.contributions
+        with self._stage("contributions", 4, "CODEC contributions (conductance, population surprisal)"):
+            if self._fresh(path, lambda p: bool(_h5_attr(p, "complete"))):
+                print(f"      {path.name} exists: skipping")
+                return
+            bins, split = self._demo_bins()
+            with h5py.File(self.paths.fit, "r") as f:  # surprisal moments: model rates over the whole test split
+                target = SurprisalTarget().fit(f[NATURAL]["predicted"][...])
+            print(f"      layers {', '.join(self.layers)}; {len(bins)} natural-scene test bins "
+                  f"({len(bins) / self.recording(NATURAL).frame_rate:.0f} s), {self.settings.steps} steps")
+            write_contributions(self.model, self.recording(NATURAL), path, self.layers, target=target,
+                                steps=self.settings.steps, split=split, device=self.device,
+                                quiet=self.settings.quiet, resume=not self.settings.force,
+                                attrs={"model_path": str(self._model_path), "recording_path": str(self.paths.recording),
+                                       "surprisal_reference": "model rates over the natural-scene test split",
+                                       "frame_rate": float(self.recording(NATURAL).frame_rate)})
+            summary = json.loads(_h5_attr(path, "completeness"))
+            for layer, v in summary.items():
+                print(f"      {layer}: completeness error {100 * v['total_rel']:.2g}% of |F(x) - F(0)|")
+
+    def stage_modes(self) -> None:
+        """CODEC SAE modes per layer, their correlations with each cell's predicted rate and k-means of cells."""
+        import h5py
+
+        from ..modes import ModeDecomposer, cluster_cells, loading_correlations, write_modes
+        from ..modes.store import read_layer_contributions
+
+        with self._stage("modes", 5, "contribution modes per layer"):
+            with h5py.File(self.paths.fit, "r") as f:
+                fb, pred = f[NATURAL]["bins"][...], f[NATURAL]["predicted"][...]
+                ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["cell_ids"][...]]
+                types = [c.decode() if isinstance(c, bytes) else str(c) for c in f["cell_types"][...]] \
+                    if "cell_types" in f else [""] * len(ids)
+            row = {int(b): i for i, b in enumerate(fb)}
+            for layer in self.layers:
+                path, spath = self.paths.modes(layer), self.paths.modes_summary(layer)
+                if self._fresh_modes(path) and self._fresh(spath):
+                    print(f"      {path.name} exists: skipping")
+                    continue
+                data = read_layer_contributions(self.paths.contributions, layer)
+                dec = ModeDecomposer(kind="codec", center=True, random_state=self.settings.seed,
+                                     device=self.settings.device)
+                dec.fit(data.X)
+                loadings = dec.transform(data.X)
+                link = {k: data.attrs[k] for k in ("method", "rule", "steps", "target", "reduction", "model_hash",
+                                                   "source") if k in data.attrs}
+                write_modes(path, dec, loadings, data.bins, contributions_path=data.path, layer=layer,
+                            contributions_attrs=link,
+                            attrs={"model_hash": self.model_hash, "frame_rate": float(data.attrs.get("frame_rate", 100.0))})
+                rates = pred[[row[int(b)] for b in data.bins]]
+                r = loading_correlations(loadings, rates)  # (modes, cells)
+                active = (loadings > 0).sum(0)
+                doc: dict[str, Any] = {
+                    "model_hash": self.model_hash, "layer": layer, "modes_path": path.name,
+                    "mode_names": [f"mode{i}" for i in range(dec.n_modes_)], "active_bins": active,
+                    "n_bins": int(len(data.bins)), "cell_ids": ids, "cell_types": types, "correlation": r,
+                    "correlation_of": "Pearson r of each mode's loadings with each cell's predicted rate",
+                }
+                try:
+                    cl = cluster_cells(r.T, random_state=self.settings.seed)
+                    doc["clusters"] = {"labels": cl.labels, "k": cl.k,
+                                       "silhouette": {str(k): v for k, v in cl.silhouette.items()}}
+                except Exception as err:  # a degenerate profile matrix: report, do not fail the demo
+                    doc["clusters"] = None
+                    doc["clusters_error"] = str(err)
+                write_json(spath, doc)
+                print(f"      {layer}: {dec.n_modes_} modes, held-out explained variance "
+                      f"{dec.explained_variance_:.3f}, mean L0 {dec.l0_:.2f}"
+                      + (f"; cells in {doc['clusters']['k']} clusters" if doc["clusters"] else ""))
+
+    def _fresh_modes(self, path: Path) -> bool:
+        return self._fresh(path)
+
+    def stage_rf(self) -> None:
+        """White-noise STA, model STA (mean gradient), rank-1 parts and Gaussian fits, LN ground truth."""
+        from ..rf.decompose import peak_box
+        from ..rf.store import write_rf
+        from .rf import compute_rfs
+
+        path = self.paths.rf
+        with self._stage("rf", 6, "receptive fields: STA, model STA, true LN filters"):
+            if self._fresh(path):
+                print(f"      {path.name} exists: skipping")
+                return
+            rec = self.recording(WHITE)
+            res = compute_rfs(self.model, rec, split=None, model_sta_samples=self.settings.model_sta_samples,
+                              quiet=self.settings.quiet)
+            groups = {k: v for k, v in res.items() if k != "cell_names" and v is not None}
+            gt = rec.ground_truth
+            if gt is not None and len(gt.ln_cells):
+                h = res["model_sta"]["gradient"].shape[1] if res.get("model_sta") else res["sta"].sta.shape[1]
+                ln = np.asarray(gt.ln_cells, dtype=np.int64)
+                true = np.asarray(gt.ln_filters)[:, -h:]  # the model's window: the last h frames
+                r_sta, r_model = [], []
+                for j, c in enumerate(ln):
+                    support = np.abs(true[j]) >= 0.1 * np.abs(true[j]).max()
+                    for est, out in ((res["sta"].sta if res.get("sta") else None, r_sta),
+                                     (res["model_sta"]["gradient"] if res.get("model_sta") else None, r_model)):
+                        out.append(float("nan") if est is None else
+                                   float(np.corrcoef(np.nan_to_num(est[c][support]), true[j][support])[0, 1]))
+                box = [peak_box(true[j]) for j in range(len(ln))]
+                groups["ln_truth"] = {
+                    "cells": ln, "cell_ids": [rec.cell_ids[c] for c in ln], "filters": true,
+                    "r_sta": np.array(r_sta), "r_model_sta": np.array(r_model),
+                    "peak_box": np.array([[b[0].start, b[0].stop, b[1].start, b[1].stop] for b in box]),
+                    "description": "true LN filters (last h frames of the window), and Pearson r of the STA and "
+                                   "the model STA with them on the filter's support (|F| >= 10% of its peak)",
+                }
+                for c, a, b in zip(groups["ln_truth"]["cell_ids"], r_sta, r_model):
+                    print(f"      {c}: r(STA, true filter) {a:.3f}, r(model STA, true filter) {b:.3f}")
+            attrs = {"method": "rf", "model_hash": self.model_hash, "recording": str(self.paths.recording),
+                     "stimulus": WHITE, "history": int(self.model.input_spec.history),
+                     "offset": int(self.model.input_spec.offset), "frame_rate": float(rec.frame_rate),
+                     "cell_ids": json.dumps(list(rec.cell_ids)),
+                     "cell_types": json.dumps([str(t) for t in gt.cell_types]) if gt is not None else "[]"}
+            write_rf(path, attrs=attrs, **groups)
+
+    def _rf_cells(self) -> list[int]:
+        rec = self.recording(NATURAL)
+        if self.settings.rf_cells:
+            return [rec.cell_ids.index(c) if c in rec.cell_ids else int(c) for c in self.settings.rf_cells]
+        gt = rec.ground_truth
+        return _first_of_each_type(list(gt.cell_types)) if gt is not None else list(range(min(4, rec.n_cells)))
+
+    def stage_conditioned(self) -> None:
+        """One pass of IRFs over the first ``--irf-bins`` contribution bins, conditioned on each layer's modes."""
+        import torch
+
+        from ..modes.store import read_loadings
+        from ..rf.conditioned import ConditionedRFAccumulator, active_combinations
+        from ..rf.decompose import batched_rank1
+        from ..rf.irf import iter_irfs
+        from ..rf.sources import SourcesAccumulator, spatial_features
+        from ..rf.store import write_rf
+
+        with self._stage("conditioned", 7, "instantaneous and mode-conditioned RFs, dynamic-RF sources"):
+            todo = [layer for layer in self.layers if not self._fresh(self.paths.conditioned(layer))]
+            if not todo:
+                print("      rf_conditioned_*.h5 exist: skipping")
+                return
+            rec = self.recording(NATURAL)
+            cells = self._rf_cells()
+            spec = self.model.input_spec
+            per_layer: dict[str, dict[str, Any]] = {}
+            bins = None
+            for layer in todo:
+                load, lbins, names = read_loadings(self.paths.modes(layer))
+                order = np.argsort(lbins, kind="stable")
+                load, lbins = load[order][: self.settings.irf_bins], lbins[order][: self.settings.irf_bins]
+                if bins is None:
+                    bins = lbins
+                elif not np.array_equal(bins, lbins):
+                    raise ValueError(f"{self.paths.modes(layer)}: bins differ from the other layer's")
+                count = (load > 0).sum(0)
+                keep = [int(i) for i in np.argsort(-count, kind="stable")[: self.settings.rf_modes] if count[i] > 0]
+                a = load[:, keep].astype(np.float64)
+                combos, code = active_combinations(a, 0.0, max_combinations=8, min_count=2)
+                per_layer[layer] = {"loadings": torch.as_tensor(a), "code": torch.as_tensor(code), "combos": combos,
+                                    "modes": keep, "names": [names[i] for i in keep] if names else keep}
+            print(f"      {len(bins)} bins x cells {', '.join(rec.cell_ids[c] for c in cells)}; modes per layer: "
+                  + "; ".join(f"{k}: {len(v['modes'])}" for k, v in per_layer.items()))
+            pos = 0
+            for bb, jac, _ in iter_irfs(self.model, rec, bins, cells, history=spec.history, offset=spec.offset,
+                                        batch_size=64, quiet=self.settings.quiet):
+                b = len(bb)
+                s, t, _ = batched_rank1(jac.reshape(b * len(cells), spec.history, -1).double())
+                feats = spatial_features(s, rec.frame_shape).reshape(b, len(cells), -1)
+                for st in per_layer.values():
+                    if "acc" not in st:
+                        k = st["loadings"].shape[1]
+                        st["acc"] = ConditionedRFAccumulator(k, st["combos"], len(cells), spec.history,
+                                                             rec.frame_shape, 0.0, "full", device=jac.device)
+                        st["src"] = SourcesAccumulator(k, len(cells), spec.history, rec.frame_shape, 0.0,
+                                                       device=jac.device)
+                    a, cd = st["loadings"][pos:pos + b], st["code"][pos:pos + b]
+                    st["acc"].update(jac, a, cd, rank1=(s, t))
+                    st["src"].update(jac, a, feats)
+                pos += b
+            for layer, st in per_layer.items():
+                cond, src = st["acc"].result(cells), st["src"].result()
+                attrs = {"method": "rf", "model_hash": self.model_hash, "layer": layer, "stimulus": NATURAL,
+                         "recording": str(self.paths.recording), "modes_file": self.paths.modes(layer).name,
+                         "mode_names": json.dumps([str(n) for n in st["names"]]),
+                         "mode_index": json.dumps(st["modes"]), "cells": json.dumps(cells),
+                         "cell_ids": json.dumps([rec.cell_ids[c] for c in cells]),
+                         "history": int(spec.history), "offset": int(spec.offset),
+                         "frame_rate": float(rec.frame_rate), "threshold": 0.0,
+                         "first_bin": int(bins[0]), "last_bin": int(bins[-1])}
+                write_rf(self.paths.conditioned(layer), attrs=attrs, conditioned=cond, sources=src)
+                best = np.nanargmax(src.r2_irf) if len(src.r2_irf) else 0
+                print(f"      {layer}: loadings explain {100 * np.nanmean(src.r2_irf):.0f}% of the IRF variance "
+                      f"on average (best {rec.cell_ids[cells[best]]}: {100 * src.r2_irf[best]:.0f}%)")
+
+    def stage_classifiers(self) -> None:
+        """The classifier comparison (Hoyer sparsity, dimensionality, E/I correlation) when it is installed."""
+        with self._stage("classifiers", 8, "classifier comparison (digits CNN)"):
+            path = self.paths.classifiers
+            if not self.settings.classifiers:
+                print("      skipped (--no-classifiers)")
+                return
+            runner = classifier_runner()
+            if runner is None:
+                msg = ("skipped: the classifier comparison (retina_codec.classifiers / retina_codec.stats) is not "
+                       "installed in this version")
+                print(f"      {msg}")
+                self.notes["classifiers"] = msg
+                return
+            if path.exists() and not self.settings.force:
+                print(f"      {path.name} exists: skipping")
+                return
+            runner(path, device=self.device, quiet=self.settings.quiet)
+
+    def stage_report(self) -> None:
+        from ..report import build_report
+
+        with self._stage("report", 9, "HTML report"):
+            self.write_manifest()
+            out = build_report(self.paths.out)
+            print(f"      wrote {out}")
+
+    def write_manifest(self) -> None:
+        doc = {"settings": {k: v for k, v in asdict(self.settings).items() if k != "quiet"},
+               "model_path": str(self._model_path) if self._model_path else None,
+               "model_source": self._model_source, "model_hash": self._model_hash,
+               "device": self.device, "timings_s": self.timings, "notes": self.notes,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        old = self.paths.manifest
+        if old.exists():  # keep the timings of stages skipped this time
+            with contextlib.suppress(ValueError):
+                prev = json.loads(old.read_text()).get("timings_s", {})
+                doc["timings_s"] = {**{k: v for k, v in prev.items() if k not in self.timings}, **self.timings}
+        write_json(old, doc)
+
+    def run(self) -> None:
+        """Run every stage in order; each skips when its output is already there."""
+        self.paths.out.mkdir(parents=True, exist_ok=True)
+        try:
+            for stage in STAGES:
+                getattr(self, f"stage_{stage}")()
+        finally:
+            self.close()
+            if self._model is not None:
+                self.write_manifest()
+
+
+def classifier_runner() -> Callable[..., Any] | None:
+    """The classifier comparison's demo entry point, or ``None`` when that part of the toolkit is missing."""
+    for name in ("retina_codec.classifiers.demo", "retina_codec.classifiers"):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        fn = getattr(mod, "run_demo_comparison", None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns 0."""
     t0 = time.perf_counter()
-    if rec_path.exists() and not args.resimulate:
-        print(f"[1/2] using the simulated recording already in {rec_path}")
-    else:
-        print(f"[1/2] simulating the retina (preset {args.preset!r}, seed {args.seed}) ...")
-        recs = simulate_retina(preset=args.preset, seed=args.seed, quiet=True if args.quiet else None)
-        write_nwb(recs, rec_path, overwrite=True)
-        print(f"      wrote {rec_path} in {time.perf_counter() - t0:.1f} s")
-    print("[2/2] reading it back:")
-    print(format_description(describe(rec_path)))
-    print(f"done in {time.perf_counter() - t0:.1f} s; outputs in {out}/")
+    demo = Demo(DemoSettings.from_args(args))
+    demo.run()
+    print(f"done in {time.perf_counter() - t0:.1f} s; outputs in {demo.paths.out}/ (open "
+          f"{demo.paths.report})")
     return 0
