@@ -1,8 +1,8 @@
 """Mode visualisation on images: each row a mode, each column one of its top-loading images with the
 mode's Jacobian-chain mask (:func:`~retina_codec.classifiers.masks.mode_masks`) overlaid.
 
-Masks share a symmetric colour scale per row (red: pushes the target up, blue: down); images are shown
-in grey (or colour), rescaled to [0, 1] per image for display. Agg backend; written atomically.
+Masks share a symmetric colour scale per row (red: pushes the target up, blue: down); the image is drawn
+as its half-intensity contour over the mask, or blended underneath it (rescaled to [0, 1] per image). Agg backend; written atomically.
 """
 
 from __future__ import annotations
@@ -32,8 +32,14 @@ def display_image(img: np.ndarray) -> np.ndarray:
 
 def plot_mode_masks(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], path: str | os.PathLike,
                     row_titles: Sequence[str] | None = None, col_titles: Sequence[Sequence[str]] | None = None,
-                    alpha: float = 0.65, title: str = "") -> None:
-    """Grid: ``images[r]`` ``(k, C, H, W)`` and ``masks[r]`` ``(k, H, W)`` for each mode r (row)."""
+                    alpha: float = 0.65, overlay: str = "contour", title: str = "") -> None:
+    """Grid: ``images[r]`` ``(k, C, H, W)`` and ``masks[r]`` ``(k, H, W)`` for each mode r (row).
+
+    ``overlay="contour"``: the mask with the image's half-intensity contour drawn over it (clearest for
+    line drawings such as digits); ``"blend"``: the mask blended over the image with ``alpha``.
+    """
+    if overlay not in ("contour", "blend"):
+        raise ValueError(f"overlay: expected 'contour' or 'blend'; found {overlay!r}")
     rows = len(images)
     if rows == 0 or rows != len(masks):
         raise ValueError(f"images/masks: expected the same non-zero number of rows; found {rows} and {len(masks)}")
@@ -50,8 +56,13 @@ def plot_mode_masks(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], p
                 ax.set_visible(False)
                 continue
             img = display_image(images[r][c])
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
-            ax.imshow(m[c], cmap="RdBu_r", vmin=-v, vmax=v, alpha=alpha, interpolation="nearest")
+            if overlay == "contour":
+                ax.imshow(m[c], cmap="RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
+                grey = img if img.ndim == 2 else img.mean(-1)
+                ax.contour(grey, levels=[0.5], colors="k", linewidths=0.6)
+            else:
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+                ax.imshow(m[c], cmap="RdBu_r", vmin=-v, vmax=v, alpha=alpha, interpolation="nearest")
             if col_titles is not None:
                 ax.set_title(col_titles[r][c], fontsize=6)
         if row_titles is not None:
