@@ -103,3 +103,18 @@ def test_bad_shapes_are_rejected_with_the_expected_shape_named():
         ei_correlation(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="labels"):
         class_mean_dimensionality(np.zeros((4, 2)), [0, 1])
+
+
+def test_sparsity_verdict_names_the_layers_where_contributions_are_not_sparser():
+    from retina_codec.stats import layer_statistics, sparsity_verdict
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    dense = np.abs(rng.normal(size=(60, 8))) + 1.0
+    sparse = np.where(rng.random((60, 8)) < 0.15, dense, 0.0)
+    split = lambda net: np.concatenate([np.zeros_like(net), net], axis=1)  # noqa: E731 (E/I split, all positive)
+    a = layer_statistics(split(sparse), split(dense), labels, "a")  # contributions sparser
+    b = layer_statistics(split(dense), split(sparse), labels, "b")  # activations sparser
+    text = sparsity_verdict([a, b])
+    assert "at 1 of 2 layers: a (" in text
+    assert "NOT sparser at: b (" in text

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import CheckpointError, OutputExistsError, RetinaCodecError
     from ..plots.masks import plot_mode_masks
     from ..plots.stats import plot_intervention_curves, plot_layer_stats
+    from ..stats import sparsity_verdict
 
     out = Path(args.out)
     h5 = out / "stats.h5"
@@ -129,4 +130,5 @@ def run(args: argparse.Namespace) -> int:
         s = st.summary()
         log.info("%-10s Hoyer contrib %.3f act %.3f | PCs %d/%d | E/I %.3f", alias, s["hoyer_contrib"],
                  s["hoyer_act"], s["n_pcs_contrib"], s["n_pcs_act"], s["ei_correlation_contrib"])
+    print(sparsity_verdict(res.stats, res.aliases))
     return 0

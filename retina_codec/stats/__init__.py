@@ -8,6 +8,7 @@ from .layers import (
     layer_activations,
     layer_statistics,
     layer_vectors,
+    sparsity_verdict,
     statistics_table,
 )
 from .measures import (
@@ -26,5 +27,5 @@ __all__ = [
     "hoyer_sparsity", "class_means", "pca_spectrum", "n_components", "participation_ratio",
     "class_mean_dimensionality", "ei_correlation", "split_halves", "net_channels",
     "LayerVectors", "LayerStats", "layer_vectors", "layer_activations", "layer_statistics", "statistics_table",
-    "STAT_KEYS",
+    "sparsity_verdict", "STAT_KEYS",
 ]

@@ -124,3 +124,20 @@ def statistics_table(vectors: LayerVectors, fraction: float = 0.95) -> list[Laye
     """:class:`LayerStats` of every layer of ``vectors``, in layer order."""
     return [layer_statistics(vectors.contributions[n], vectors.activations[n], vectors.labels, n, fraction)
             for n in vectors.layers]
+
+
+def sparsity_verdict(stats: Sequence[LayerStats], labels: Sequence[str] | None = None, margin: float = 0.02) -> str:
+    """One plain sentence: at which layers contributions are sparser than activations (mean Hoyer higher
+    by more than ``margin``) and at which they are not — the paper's claim, checked rather than assumed."""
+    labels = list(labels) if labels is not None else [s.layer for s in stats]
+    sparser, not_sparser = [], []
+    for s, name in zip(stats, labels):
+        d = s.summary()
+        item = f"{name} ({d['hoyer_contrib']:.2f} vs {d['hoyer_act']:.2f})"
+        (sparser if d["hoyer_contrib"] > d["hoyer_act"] + margin else not_sparser).append(item)
+    text = f"Contributions are sparser than activations (mean Hoyer, contributions vs activations) at " \
+           f"{len(sparser)} of {len(stats)} layers"
+    text += ": " + ", ".join(sparser) if sparser else ""
+    if not_sparser:
+        text += f"; they are NOT sparser at: {', '.join(not_sparser)}"
+    return text + "."
