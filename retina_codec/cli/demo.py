@@ -10,7 +10,7 @@ was made with the same model, so an interrupted demo resumes where it stopped)::
     modes          modes_<layer>.h5 + modes_<layer>_summary.json   SAE modes; cell x mode correlations, k-means
     rf             rf.h5             white-noise STA, model STA, rank-1 parts, the LN cells' true filters
     conditioned    rf_conditioned_<layer>.h5   mode-conditioned RFs and dynamic-RF sources
-    classifiers    classifier_stats.json       the classifier comparison (when that module is installed)
+    classifiers    classifiers/stats.h5        the classifier comparison on the digits CNN (``classify-stats``)
     report         report.html       one self-contained HTML file (``retina-codec report DIR``)
 
 ``demo.json`` records the settings, the model and each stage's wall time.
@@ -24,6 +24,7 @@ import importlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,11 +81,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rf-modes", type=int, default=8,
                    help="condition RFs on the N most often active modes of each layer (default 8)")
     p.add_argument("--steps", type=int, default=20, help="conductance path steps (default 20)")
-    p.add_argument("--model-sta-samples", type=int, default=1024, help="white-noise windows for the model STA")
+    p.add_argument("--sae-epochs", type=int, default=100, help="most epochs of each layer's SAE (default 100)")
+    p.add_argument("--model-sta-samples", type=int, default=256,
+                   help="white-noise windows for the model STA (mean gradient; default 256)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--force", action="store_true", help="recompute every stage (the recording too only with "
                                                         "--resimulate)")
     p.add_argument("--no-classifiers", action="store_true", help="skip the classifier comparison")
+    p.add_argument("--classifier-images", type=int, default=None,
+                   help="digits per class for the classifier comparison (default: the whole test split)")
     p.set_defaults(func=run)
 
 
@@ -105,20 +110,23 @@ class DemoSettings:
     rf_cells: list[str] | None = None
     rf_modes: int = 8
     steps: int = 20
-    model_sta_samples: int = 1024
+    sae_epochs: int = 100
+    model_sta_samples: int = 256
     device: str = "auto"
     resimulate: bool = False
     force: bool = False
     classifiers: bool = True
+    classifier_images: int | None = None
     quiet: bool | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoSettings:
         return cls(out=args.out, preset=args.preset, seed=args.seed, model=args.model, fit=args.fit,
                    fit_epochs=args.fit_epochs, fit_steps=args.fit_steps, bins=args.bins, irf_bins=args.irf_bins,
-                   rf_cells=args.rf_cells, rf_modes=args.rf_modes, steps=args.steps,
+                   rf_cells=args.rf_cells, rf_modes=args.rf_modes, steps=args.steps, sae_epochs=args.sae_epochs,
                    model_sta_samples=args.model_sta_samples, device=args.device, resimulate=args.resimulate,
                    force=args.force, classifiers=not args.no_classifiers,
+                   classifier_images=args.classifier_images,
                    quiet=True if getattr(args, "quiet", False) else None)
 
 
@@ -138,7 +146,7 @@ class DemoPaths:
     fit = property(lambda self: self.out / "fit.h5")
     contributions = property(lambda self: self.out / "contributions.h5")
     rf = property(lambda self: self.out / "rf.h5")
-    classifiers = property(lambda self: self.out / "classifier_stats.json")
+    classifiers = property(lambda self: self.out / "classifiers" / "stats.h5")
     report = property(lambda self: self.out / "report.html")
     manifest = property(lambda self: self.out / "demo.json")
 
@@ -163,6 +171,23 @@ def _h5_attr(path: Path, name: str) -> Any:
     except OSError:
         return None
     return v.decode() if isinstance(v, bytes) else v
+
+
+def file_signature(path: Path) -> str:
+    """A store's identity: its ``uid`` / ``finished`` / ``created`` attribute (HDF5), else size and
+    modification time."""
+    if path.suffix == ".h5":
+        for key in ("uid", "finished", "created"):
+            v = _h5_attr(path, key)
+            if v:
+                return str(v)
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def input_signatures(inputs: dict[str, Path]) -> dict[str, str]:
+    """``{name: file_signature(path)}`` of a stage's input stores (missing files give ``""``)."""
+    return {k: file_signature(p) if p.exists() else "" for k, p in sorted(inputs.items())}
 
 
 def _json_default(obj: Any) -> Any:
@@ -217,6 +242,8 @@ class Demo:
     _model_path: Path | None = None
     _model_source: str = ""
     _recs: dict[str, Any] = field(default_factory=dict)
+    _skipped: set[str] = field(default_factory=set)
+    _current: str = ""
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -261,22 +288,37 @@ class Demo:
     def layers(self) -> list[str]:
         return list(self.model.hidden_layers)
 
-    def _fresh(self, path: Path, check: Callable[[Path], bool] | None = None) -> bool:
-        """True when ``path`` exists, was made with the current model (``model_hash`` attribute) and passes
-        ``check``; a stale store is reported and recomputed."""
+    def _fresh(self, path: Path, check: Callable[[Path], bool] | None = None,
+               inputs: dict[str, Path] | None = None) -> bool:
+        """True when ``path`` exists, was made with the current model (its ``model_hash``), from the current
+        versions of its ``inputs`` (their signatures, recorded in its ``inputs`` attribute) and passes
+        ``check``. A stale store is reported and recomputed."""
         if self.settings.force or not path.exists():
             return False
-        stored = _h5_attr(path, "model_hash") if path.suffix == ".h5" else \
-            json.loads(path.read_text()).get("model_hash")
+        doc = json.loads(path.read_text()) if path.suffix == ".json" else \
+            {k: _h5_attr(path, k) for k in ("model_hash", "inputs")}
+        stored = doc.get("model_hash")
         if stored is not None and stored != self.model_hash:
             print(f"      {path.name} was made with another model: recomputing")
             return False
+        if inputs:
+            recorded = doc.get("inputs")
+            recorded = json.loads(recorded) if isinstance(recorded, str) else (recorded or {})
+            if recorded != input_signatures(inputs):
+                print(f"      {path.name} was made from older inputs: recomputing")
+                return False
         return check(path) if check else True
+
+    def _skip(self, message: str) -> None:
+        """Report that the running stage found its output and did nothing (its old timing is kept)."""
+        print(f"      {message}")
+        self._skipped.add(self._current)
 
     def _stage(self, name: str, number: int, title: str) -> contextlib.AbstractContextManager:
         @contextlib.contextmanager
         def timed() -> Iterator[None]:
             print(f"[{number}/{len(STAGES)}] {title}", flush=True)
+            self._current = name
             t0 = time.perf_counter()
             yield
             self.timings[name] = round(time.perf_counter() - t0, 2)
@@ -290,7 +332,7 @@ class Demo:
         s, path = self.settings, self.paths.recording
         with self._stage("recording", 1, "simulated recording"):
             if path.exists() and not s.resimulate:
-                print(f"      using the simulated recording already in {path}")
+                self._skip(f"using the simulated recording already in {path}")
                 return
             print(f"      simulating the retina (preset {s.preset!r}, seed {s.seed}) ...")
             recs = simulate_retina(preset=s.preset, seed=s.seed, quiet=s.quiet)
@@ -353,12 +395,13 @@ class Demo:
         import h5py
 
         from ..io_utils import atomic_path
-        from ..models import evaluate, predict
+        from ..models import predict
+        from ..models.fitting import pearson_r
 
         path = self.paths.fit
         with self._stage("fit", 3, "model fit on held-out data"):
             if self._fresh(path):
-                print(f"      {path.name} exists: skipping")
+                self._skip(f"{path.name} exists: skipping")
                 return
             with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
                 f.attrs["model_hash"] = self.model_hash
@@ -367,29 +410,33 @@ class Demo:
                 f.attrs["model"] = json.dumps(self.model.describe(), default=_json_default)
                 f.attrs["training"] = json.dumps(self.model.metadata.get("training", {}), default=_json_default)
                 f.attrs["content"] = "retina-codec demo: model fit"
+                f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+                f.attrs["uid"] = uuid.uuid4().hex
                 f.attrs["output_unit"] = str(self.model.metadata.get("output_unit", ""))
                 f.attrs["hidden_layers"] = json.dumps(self.layers)
                 for stim in (NATURAL, WHITE):
                     rec = self.recording(stim)
                     bins, pred = predict(self.model, rec, "test", quiet=self.settings.quiet)
-                    ev = evaluate(self.model, rec, "test", quiet=True)
                     g = f.create_group(stim)
                     g.attrs["split"] = "test"
-                    g.attrs["mean_r_response"] = ev.mean_r_response
                     g.attrs["frame_rate"] = float(rec.frame_rate)
                     g.create_dataset("bins", data=bins)
                     g.create_dataset("times", data=rec.frame_times[bins])
                     g.create_dataset("predicted", data=pred, compression="gzip")
                     g.create_dataset("responses", data=rec.responses[bins], compression="gzip")
-                    g.create_dataset("r_response", data=ev.r_response)
+                    r = pearson_r(pred, rec.responses[bins])
+                    g.create_dataset("r_response", data=r)
+                    g.attrs["mean_r_response"] = float(np.nanmean(r))
+                    line = f"      {stim}: mean r {np.nanmean(r):.3f} with the responses"
                     gt = rec.ground_truth
                     if gt is not None:
-                        g.attrs["mean_r_true_rate"] = ev.mean_r_true_rate
-                        g.create_dataset("true_rates", data=np.asarray(gt.true_rates)[bins], compression="gzip")
-                        g.create_dataset("r_true_rate", data=ev.r_true_rate)
-                    print(f"      {stim}: mean r {ev.mean_r_response:.3f} with the responses"
-                          + ("" if ev.r_true_rate is None else f", {ev.mean_r_true_rate:.3f} with the true rates")
-                          + f" ({len(bins)} test bins)")
+                        true = np.asarray(gt.true_rates)[bins]
+                        r = pearson_r(pred, true)
+                        g.create_dataset("true_rates", data=true, compression="gzip")
+                        g.create_dataset("r_true_rate", data=r)
+                        g.attrs["mean_r_true_rate"] = float(np.nanmean(r))
+                        line += f", {np.nanmean(r):.3f} with the true rates"
+                    print(line + f" ({len(bins)} test bins)")
                 rec = self.recording(NATURAL)
                 f.create_dataset("cell_ids", data=np.array(rec.cell_ids, dtype=h5py.string_dtype()))
                 if rec.ground_truth is not None:
@@ -418,8 +465,9 @@ class Demo:
 
         path = self.paths.contributions
         with self._stage("contributions", 4, "CODEC contributions (conductance, population surprisal)"):
-            if self._fresh(path, lambda p: bool(_h5_attr(p, "complete"))):
-                print(f"      {path.name} exists: skipping")
+            inputs = {"fit": self.paths.fit}
+            if self._fresh(path, lambda p: bool(_h5_attr(p, "complete")), inputs):
+                self._skip(f"{path.name} exists: skipping")
                 return
             bins, split = self._demo_bins()
             with h5py.File(self.paths.fit, "r") as f:  # surprisal moments: model rates over the whole test split
@@ -431,7 +479,8 @@ class Demo:
                                 quiet=self.settings.quiet, resume=not self.settings.force,
                                 attrs={"model_path": str(self._model_path), "recording_path": str(self.paths.recording),
                                        "surprisal_reference": "model rates over the natural-scene test split",
-                                       "frame_rate": float(self.recording(NATURAL).frame_rate)})
+                                       "frame_rate": float(self.recording(NATURAL).frame_rate),
+                                       "inputs": json.dumps(input_signatures(inputs))})
             summary = json.loads(_h5_attr(path, "completeness"))
             for layer, v in summary.items():
                 print(f"      {layer}: completeness error {100 * v['total_rel']:.2g}% of |F(x) - F(0)|")
@@ -450,21 +499,26 @@ class Demo:
                 types = [c.decode() if isinstance(c, bytes) else str(c) for c in f["cell_types"][...]] \
                     if "cell_types" in f else [""] * len(ids)
             row = {int(b): i for i, b in enumerate(fb)}
+            skipped = 0
             for layer in self.layers:
                 path, spath = self.paths.modes(layer), self.paths.modes_summary(layer)
-                if self._fresh_modes(path) and self._fresh(spath):
+                inputs = {"contributions": self.paths.contributions, "fit": self.paths.fit}
+                if self._fresh(path, inputs=inputs) and self._fresh(spath, inputs={"modes": path}):
                     print(f"      {path.name} exists: skipping")
+                    skipped += 1
                     continue
                 data = read_layer_contributions(self.paths.contributions, layer)
                 dec = ModeDecomposer(kind="codec", center=True, random_state=self.settings.seed,
-                                     device=self.settings.device)
+                                     max_epochs=self.settings.sae_epochs, device=self.settings.device,
+                                     quiet=self.settings.quiet)
                 dec.fit(data.X)
                 loadings = dec.transform(data.X)
                 link = {k: data.attrs[k] for k in ("method", "rule", "steps", "target", "reduction", "model_hash",
                                                    "source") if k in data.attrs}
                 write_modes(path, dec, loadings, data.bins, contributions_path=data.path, layer=layer,
                             contributions_attrs=link,
-                            attrs={"model_hash": self.model_hash, "frame_rate": float(data.attrs.get("frame_rate", 100.0))})
+                            attrs={"model_hash": self.model_hash, "frame_rate": float(data.attrs.get("frame_rate", 100.0)),
+                                   "inputs": json.dumps(input_signatures(inputs)), "uid": uuid.uuid4().hex})
                 rates = pred[[row[int(b)] for b in data.bins]]
                 r = loading_correlations(loadings, rates)  # (modes, cells)
                 active = (loadings > 0).sum(0)
@@ -473,6 +527,7 @@ class Demo:
                     "mode_names": [f"mode{i}" for i in range(dec.n_modes_)], "active_bins": active,
                     "n_bins": int(len(data.bins)), "cell_ids": ids, "cell_types": types, "correlation": r,
                     "correlation_of": "Pearson r of each mode's loadings with each cell's predicted rate",
+                    "inputs": input_signatures({"modes": path}),
                 }
                 try:
                     cl = cluster_cells(r.T, random_state=self.settings.seed)
@@ -485,9 +540,8 @@ class Demo:
                 print(f"      {layer}: {dec.n_modes_} modes, held-out explained variance "
                       f"{dec.explained_variance_:.3f}, mean L0 {dec.l0_:.2f}"
                       + (f"; cells in {doc['clusters']['k']} clusters" if doc["clusters"] else ""))
-
-    def _fresh_modes(self, path: Path) -> bool:
-        return self._fresh(path)
+            if skipped == len(self.layers):
+                self._skipped.add("modes")
 
     def stage_rf(self) -> None:
         """White-noise STA, model STA (mean gradient), rank-1 parts and Gaussian fits, LN ground truth."""
@@ -498,7 +552,7 @@ class Demo:
         path = self.paths.rf
         with self._stage("rf", 6, "receptive fields: STA, model STA, true LN filters"):
             if self._fresh(path):
-                print(f"      {path.name} exists: skipping")
+                self._skip(f"{path.name} exists: skipping")
                 return
             rec = self.recording(WHITE)
             res = compute_rfs(self.model, rec, split=None, model_sta_samples=self.settings.model_sta_samples,
@@ -552,9 +606,10 @@ class Demo:
         from ..rf.store import write_rf
 
         with self._stage("conditioned", 7, "instantaneous and mode-conditioned RFs, dynamic-RF sources"):
-            todo = [layer for layer in self.layers if not self._fresh(self.paths.conditioned(layer))]
+            todo = [layer for layer in self.layers
+                    if not self._fresh(self.paths.conditioned(layer), inputs={"modes": self.paths.modes(layer)})]
             if not todo:
-                print("      rf_conditioned_*.h5 exist: skipping")
+                self._skip("rf_conditioned_*.h5 exist: skipping")
                 return
             rec = self.recording(NATURAL)
             cells = self._rf_cells()
@@ -603,30 +658,39 @@ class Demo:
                          "cell_ids": json.dumps([rec.cell_ids[c] for c in cells]),
                          "history": int(spec.history), "offset": int(spec.offset),
                          "frame_rate": float(rec.frame_rate), "threshold": 0.0,
-                         "first_bin": int(bins[0]), "last_bin": int(bins[-1])}
+                         "first_bin": int(bins[0]), "last_bin": int(bins[-1]),
+                         "inputs": json.dumps(input_signatures({"modes": self.paths.modes(layer)}))}
                 write_rf(self.paths.conditioned(layer), attrs=attrs, conditioned=cond, sources=src)
                 best = np.nanargmax(src.r2_irf) if len(src.r2_irf) else 0
                 print(f"      {layer}: loadings explain {100 * np.nanmean(src.r2_irf):.0f}% of the IRF variance "
                       f"on average (best {rec.cell_ids[cells[best]]}: {100 * src.r2_irf[best]:.0f}%)")
 
     def stage_classifiers(self) -> None:
-        """The classifier comparison (Hoyer sparsity, dimensionality, E/I correlation) when it is installed."""
+        """The classifier comparison on the shipped digits CNN: ``retina-codec classify-stats digits-cnn digits
+        --mode-images digits:train --out OUT/classifiers`` (statistics, modes, sweeps, masks)."""
         with self._stage("classifiers", 8, "classifier comparison (digits CNN)"):
             path = self.paths.classifiers
             if not self.settings.classifiers:
-                print("      skipped (--no-classifiers)")
+                self._skip("skipped (--no-classifiers)")
+                self.notes["classifiers"] = "skipped (--no-classifiers)"
                 return
-            runner = classifier_runner()
-            if runner is None:
-                msg = ("skipped: the classifier comparison (retina_codec.classifiers / retina_codec.stats) is not "
-                       "installed in this version")
-                print(f"      {msg}")
+            argv = classifier_argv(path.parent, self.settings.classifier_images)
+            if argv is None:
+                msg = ("skipped: the classifier comparison (retina_codec.classifiers, 'retina-codec classify-stats') "
+                       "is not installed in this version")
+                self._skip(msg)
                 self.notes["classifiers"] = msg
                 return
-            if path.exists() and not self.settings.force:
-                print(f"      {path.name} exists: skipping")
+            self.notes.pop("classifiers", None)
+            if path.exists() and not self.settings.force and _h5_attr(path, "format"):
+                self._skip(f"{path} exists: skipping")
                 return
-            runner(path, device=self.device, quiet=self.settings.quiet)
+            from .main import build_parser
+
+            print("      retina-codec " + " ".join(argv))
+            args = build_parser().parse_args(argv)
+            args.quiet = self.settings.quiet
+            args.func(args)
 
     def stage_report(self) -> None:
         from ..report import build_report
@@ -643,35 +707,40 @@ class Demo:
                "device": self.device, "timings_s": self.timings, "notes": self.notes,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         old = self.paths.manifest
-        if old.exists():  # keep the timings of stages skipped this time
+        if old.exists():  # stages that found their output keep the timing of the run that made it
             with contextlib.suppress(ValueError):
                 prev = json.loads(old.read_text()).get("timings_s", {})
-                doc["timings_s"] = {**{k: v for k, v in prev.items() if k not in self.timings}, **self.timings}
+                doc["timings_s"] = {k: prev[k] if k in self._skipped and k in prev else v
+                                    for k, v in self.timings.items()}
         write_json(old, doc)
 
     def run(self) -> None:
         """Run every stage in order; each skips when its output is already there."""
+        from ..report.blas import numpy_blas_single_thread
+
         self.paths.out.mkdir(parents=True, exist_ok=True)
         try:
-            for stage in STAGES:
-                getattr(self, f"stage_{stage}")()
+            with numpy_blas_single_thread():
+                for stage in STAGES:
+                    getattr(self, f"stage_{stage}")()
         finally:
             self.close()
             if self._model is not None:
                 self.write_manifest()
 
 
-def classifier_runner() -> Callable[..., Any] | None:
-    """The classifier comparison's demo entry point, or ``None`` when that part of the toolkit is missing."""
-    for name in ("retina_codec.classifiers.demo", "retina_codec.classifiers"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        fn = getattr(mod, "run_demo_comparison", None)
-        if callable(fn):
-            return fn
-    return None
+def classifier_argv(out: Path, max_per_class: int | None = None) -> list[str] | None:
+    """The ``classify-stats`` command line the demo runs, or ``None`` when that command is not installed."""
+    try:
+        importlib.import_module("retina_codec.cli.classify_stats")
+        importlib.import_module("retina_codec.classifiers")
+    except ModuleNotFoundError:
+        return None
+    argv = ["classify-stats", "digits-cnn", "digits", "--mode-images", "digits:train", "--out", str(out),
+            "--overwrite"]
+    if max_per_class:
+        argv += ["--max-per-class", str(max_per_class)]
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from .._version import __version__
 from ..io_utils import atomic_path
 from ..progress import progress
 from . import figures as F
+from .blas import numpy_blas_single_thread
 from .stores import DemoFolder, decode_attrs, read_fit, read_json
 
 __all__ = ["build_report", "Report"]
@@ -324,17 +325,20 @@ def _conditioned_section(rep: Report) -> str:
             "bin) averaged over the bins where a mode is active, weighted by its loading, and over the bins "
             "whose exact set of active modes is a combination (CODEC Fig. 8). Shown: rank-1 spatial maps on a "
             "shared colour scale (red ON, blue OFF) with their time courses.</p>")
-    for layer in layers:
+    for n, layer in enumerate(layers):
         with h5py.File(d.conditioned(layer), "r") as f:
             a = decode_attrs(f.attrs)
+            n_bins = int(f["conditioned"].attrs.get("n_bins", 0))
         ids = a.get("cell_ids", [])
-        body += (f"<h3>{esc(layer)} modes</h3><p class='muted'>{fmt(a.get('last_bin', 0) - a.get('first_bin', 0) + 1)}"
-                 f" bins; the {len(a.get('mode_names', []))} most often active modes of {esc(layer)}.</p>")
+        body += (f"<details{' open' if n == len(layers) - 1 else ''}><summary><b>{esc(layer)} modes</b>: "
+                 f"{fmt(n_bins)} bins, the {len(a.get('mode_names', []))} most often active modes, cells "
+                 f"{esc(', '.join(ids))}</summary>")
         for j, c in enumerate(ids):
             body += rep.figure(f"conditioned_{layer}_{c}.png",
                                lambda p, lyr=layer, jj=j: F.conditioned_gallery(d.conditioned(lyr), jj, p),
                                f"{esc(c)}: mean IRF, IRFs conditioned on each {esc(layer)} mode (n = active bins) "
                                "and on the most frequent exact combinations.")
+        body += "</details>"
     return body
 
 
@@ -382,9 +386,48 @@ def _classifier_section(rep: Report) -> str:
         man = read_json(d.manifest) if d.manifest.exists() else {}
         note = (man.get("notes") or {}).get("classifiers")
         return f"<p class='note'>{esc(note)}</p>" if note else _missing("classifier comparison", d.classifiers)
-    from .classifier_tables import classifier_body
-
-    return classifier_body(rep, read_json(d.classifiers))
+    stats, aliases, a = F.read_layer_stats(d.classifiers)
+    body = (f"<p>The same machinery on an image classifier ({esc(a.get('model'))}, {esc(a.get('model_class'))}; "
+            f"top-1 accuracy {fmt(a.get('accuracy'))} on {fmt(a.get('n_images'))} images of {esc(a.get('images'))}): "
+            f"{esc(a.get('method'))} contributions ({fmt(a.get('steps'))} steps) to the "
+            f"{esc((a.get('target') or {}).get('name', a.get('target')) if isinstance(a.get('target'), dict) else a.get('target'))}"
+            " compared with the activations, layer by layer: Hoyer sparsity over channels, the number of principal "
+            "components for 95 % of the class-mean variance (and the participation ratio), and the E/I "
+            "correlation −r(C⁺, C⁻) across channels.</p>")
+    rows = []
+    for st, alias in zip(stats, aliases):
+        s = st.summary()
+        rows.append([alias, st.n_channels, s["hoyer_contrib"], s["hoyer_act"], s["n_pcs_contrib"], s["n_pcs_act"],
+                     s["participation_ratio_contrib"], s["participation_ratio_act"], s["ei_correlation_contrib"],
+                     s["ei_correlation_act"]])
+    body += table(["layer", "channels", "Hoyer (contrib.)", "Hoyer (act.)", "PCs 95 % (contrib.)", "PCs 95 % (act.)",
+                   "PR (contrib.)", "PR (act.)", "E/I r (contrib.)", "E/I r (act.)"], rows)
+    body += rep.figure("classifier_statistics.png", lambda p: F.classifier_statistics(d.classifiers, p),
+                       "Per-layer statistics of contributions vs activations (mean ± s.d. over images).")
+    with h5py.File(d.classifiers, "r") as f:
+        if "interventions" in f:
+            rows = []
+            for src in f["interventions"]:
+                for kind in f["interventions"][src]:
+                    g = f["interventions"][src][kind]
+                    sel = g["selectivity"][...]
+                    rows.append([src, kind, len(sel), float(np.nanmean(g["auc_target"][...])),
+                                 float(np.nanmean(g["auc_off"][...])), float(np.nanmean(sel))])
+            ml = f["modes"].attrs.get("layer", "") if "modes" in f else ""
+            ml = ml.decode() if isinstance(ml, bytes) else ml
+            body += (f"<h3>Class-mode interventions at {esc(ml)}</h3><p>Each class's top mode (fitted on "
+                     f"{esc(a.get('mode_images') or a.get('images'))}); its top-p channels ablated or all others "
+                     "preserved; AUC of the accuracy on the class (target) and on the other classes over p; "
+                     "selectivity (AUC_target − AUC_off) / AUC_off, averaged over classes.</p>")
+            body += table(["modes of", "intervention", "classes", "AUC target", "AUC off-target", "selectivity"],
+                          rows, left=2)
+    for src in ("contributions", "activations"):
+        png = d.classifiers.parent / f"masks_{src}.png"
+        if png.exists():
+            body += f"<details><summary>Masks of the {esc(src)} modes</summary>" + rep.figure(f"classifier_masks_{src}.png", lambda p, q=png: p.write_bytes(q.read_bytes()),
+                               f"Jacobian-chain masks of each class's top {esc(src)} mode on its top-loading "
+                               "images (written by classify-stats).") + "</details>"
+    return body
 
 
 SECTIONS: list[tuple[str, str, Callable[[Report], str]]] = [
@@ -410,13 +453,14 @@ def build_report(folder: str | os.PathLike, out: str | os.PathLike | None = None
         raise RetinaCodecError(f"{d.root}: not a folder (expected a demo output folder)")
     rep = Report(d, d.root / "report_figures")
     rep.fig_dir.mkdir(parents=True, exist_ok=True)
-    for anchor, title, fn in progress(SECTIONS, desc="report", quiet=quiet, unit="section"):
-        try:
-            body = fn(rep)
-        except Exception as err:  # one broken store: say so in its section, keep the rest
-            log.warning("report section %s: %s", anchor, err)
-            body = f"<p class='note'>This section could not be built: {esc(type(err).__name__)}: {esc(err)}</p>"
-        rep.add(anchor, title, body)
+    with numpy_blas_single_thread():
+        for anchor, title, fn in progress(SECTIONS, desc="report", quiet=quiet, unit="section"):
+            try:
+                body = fn(rep)
+            except Exception as err:  # one broken store: say so in its section, keep the rest
+                log.warning("report section %s: %s", anchor, err)
+                body = f"<p class='note'>This section could not be built: {esc(type(err).__name__)}: {esc(err)}</p>"
+            rep.add(anchor, title, body)
     intro = ("<p>CODEC analysis of a retina model: how each model interneuron contributes to the ganglion-cell "
              "population's output over time, the recurring <i>contribution modes</i>, and the receptive fields "
              f"conditioned on them. Folder: <code>{esc(d.root.resolve())}</code>.</p>")

@@ -194,11 +194,33 @@ def conditioned_gallery(cond_path: str | os.PathLike, cell: int | str, out: str 
     return str(out)
 
 
-def classifier_statistics(stats_path: str | os.PathLike, out: str | os.PathLike) -> str:
-    """Hoyer sparsity, dimensionality and E/I correlation per layer, contributions vs activations."""
-    from ..plots.classifiers import plot_classifier_statistics
+def read_layer_stats(stats_path: str | os.PathLike) -> tuple[list[Any], list[str], dict[str, Any]]:
+    """``(LayerStats per layer, layer aliases, root attributes)`` from a ``classify-stats`` ``stats.h5``."""
+    from ..stats import LayerStats
 
-    return plot_classifier_statistics(read_json(stats_path), out)
+    out, aliases = [], []
+    with h5py.File(stats_path, "r") as f:
+        attrs = decode_attrs(f.attrs)
+        for name in attrs.get("layers") or list(f["layers"]):
+            g = f["layers"][name]
+            a = decode_attrs(g.attrs)
+            out.append(LayerStats(name, int(a["n_channels"]), g["hoyer_contrib"][...], g["hoyer_act"][...],
+                                  g["ei_contrib"][...], g["ei_act"][...], a["dim_contrib"], a["dim_act"]))
+            aliases.append(str(a.get("alias", name)))
+    return out, aliases, attrs
+
+
+def classifier_statistics(stats_path: str | os.PathLike, out: str | os.PathLike) -> str:
+    """Hoyer sparsity, class-mean dimensionality and E/I correlation per layer, contributions vs activations
+    (CODEC Fig. 3 style), from a ``classify-stats`` ``stats.h5``."""
+    from ..plots.stats import plot_layer_stats
+
+    stats, aliases, attrs = read_layer_stats(stats_path)
+    name = Path(str(attrs.get("model", "classifier"))).name
+    plot_layer_stats(stats, out, labels=aliases,
+                     title=f"{name} on {attrs.get('images', '')}: contributions vs activations "
+                           f"({attrs.get('n_images', '')} images)")
+    return str(out)
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:

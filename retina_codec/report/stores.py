@@ -104,7 +104,7 @@ class DemoFolder:
 
     @property
     def classifiers(self) -> Path:
-        return self.root / "classifier_stats.json"
+        return self.root / "classifiers" / "stats.h5"
 
     def layers(self) -> list[str]:
         """Layers with a modes store, in the contribution store's order when it exists."""
