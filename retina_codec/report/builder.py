@@ -402,6 +402,12 @@ def _classifier_section(rep: Report) -> str:
                      s["ei_correlation_act"]])
     body += table(["layer", "channels", "Hoyer (contrib.)", "Hoyer (act.)", "PCs 95 % (contrib.)", "PCs 95 % (act.)",
                    "PR (contrib.)", "PR (act.)", "E/I r (contrib.)", "E/I r (act.)"], rows)
+    try:
+        from ..stats.layers import sparsity_verdict
+
+        body += f"<p><b>{esc(sparsity_verdict(stats, aliases))}</b></p>"
+    except ImportError:  # an older stats module without the verdict
+        pass
     body += rep.figure("classifier_statistics.png", lambda p: F.classifier_statistics(d.classifiers, p),
                        "Per-layer statistics of contributions vs activations (mean ± s.d. over images).")
     with h5py.File(d.classifiers, "r") as f:
