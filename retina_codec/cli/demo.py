@@ -491,6 +491,7 @@ class Demo:
 
         from ..modes import ModeDecomposer, cluster_cells, loading_correlations, write_modes
         from ..modes.store import read_layer_contributions
+        from ..report.threads import torch_threads
 
         with self._stage("modes", 5, "contribution modes per layer"):
             with h5py.File(self.paths.fit, "r") as f:
@@ -511,7 +512,8 @@ class Demo:
                 dec = ModeDecomposer(kind="codec", center=True, random_state=self.settings.seed,
                                      max_epochs=self.settings.sae_epochs, device=self.settings.device,
                                      quiet=self.settings.quiet)
-                dec.fit(data.X)
+                with torch_threads(1):  # a small MLP: threads only add synchronisation
+                    dec.fit(data.X)
                 loadings = dec.transform(data.X)
                 link = {k: data.attrs[k] for k in ("method", "rule", "steps", "target", "reduction", "model_hash",
                                                    "source") if k in data.attrs}
@@ -668,6 +670,8 @@ class Demo:
     def stage_classifiers(self) -> None:
         """The classifier comparison on the shipped digits CNN: ``retina-codec classify-stats digits-cnn digits
         --mode-images digits:train --out OUT/classifiers`` (statistics, modes, sweeps, masks)."""
+        from ..report.threads import torch_threads
+
         with self._stage("classifiers", 8, "classifier comparison (digits CNN)"):
             path = self.paths.classifiers
             if not self.settings.classifiers:
@@ -690,7 +694,8 @@ class Demo:
             print("      retina-codec " + " ".join(argv))
             args = build_parser().parse_args(argv)
             args.quiet = self.settings.quiet
-            args.func(args)
+            with torch_threads(1):  # a small CNN on 8x8 images and SAEs: many small operations
+                args.func(args)
 
     def stage_report(self) -> None:
         from ..report import build_report
@@ -716,7 +721,7 @@ class Demo:
 
     def run(self) -> None:
         """Run every stage in order; each skips when its output is already there."""
-        from ..report.blas import numpy_blas_single_thread
+        from ..report.threads import numpy_blas_single_thread
 
         self.paths.out.mkdir(parents=True, exist_ok=True)
         try:

@@ -26,8 +26,8 @@ from .._version import __version__
 from ..io_utils import atomic_path
 from ..progress import progress
 from . import figures as F
-from .blas import numpy_blas_single_thread
 from .stores import DemoFolder, decode_attrs, read_fit, read_json
+from .threads import numpy_blas_single_thread
 
 __all__ = ["build_report", "Report"]
 
