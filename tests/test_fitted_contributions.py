@@ -29,7 +29,7 @@ def fitted():
 
     def windows(bins):
         batch = next(rec.iter_windows(bins=bins, history=40, batch_size=len(bins), normalize=False))
-        return (torch.from_numpy(np.ascontiguousarray(batch.stimulus)) - mean) / std
+        return (torch.from_numpy(np.array(batch.stimulus)) - mean) / std
 
     test_bins = rec.window_bins("test", model.input_spec.history)
     return model, windows(test_bins[::10][:48]), windows(test_bins)
