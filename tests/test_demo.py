@@ -118,3 +118,13 @@ def test_classifier_stage_runs_the_classify_stats_command():
 
     args = build_parser().parse_args(argv)  # a valid classify-stats command line
     assert args.command == "classify-stats" and args.model == "digits-cnn" and args.max_per_class == 3
+
+
+def test_readme_and_docs_links_point_to_existing_files():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "figures" / "README.md"]:
+        for target in re.findall(r"\]\(([^)#]+)\)", page.read_text(encoding="utf-8")):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), f"{page.name}: broken link {target}"

@@ -400,7 +400,8 @@ class Demo:
 
         path = self.paths.fit
         with self._stage("fit", 3, "model fit on held-out data"):
-            if self._fresh(path):
+            inputs = {"recording": self.paths.recording}
+            if self._fresh(path, inputs=inputs):
                 self._skip(f"{path.name} exists: skipping")
                 return
             with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
@@ -412,6 +413,7 @@ class Demo:
                 f.attrs["content"] = "retina-codec demo: model fit"
                 f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
                 f.attrs["uid"] = uuid.uuid4().hex
+                f.attrs["inputs"] = json.dumps(input_signatures(inputs))
                 f.attrs["output_unit"] = str(self.model.metadata.get("output_unit", ""))
                 f.attrs["hidden_layers"] = json.dumps(self.layers)
                 for stim in (NATURAL, WHITE):
@@ -553,7 +555,8 @@ class Demo:
 
         path = self.paths.rf
         with self._stage("rf", 6, "receptive fields: STA, model STA, true LN filters"):
-            if self._fresh(path):
+            inputs = {"recording": self.paths.recording}
+            if self._fresh(path, inputs=inputs):
                 self._skip(f"{path.name} exists: skipping")
                 return
             rec = self.recording(WHITE)
@@ -583,7 +586,7 @@ class Demo:
                 for c, a, b in zip(groups["ln_truth"]["cell_ids"], r_sta, r_model):
                     print(f"      {c}: r(STA, true filter) {a:.3f}, r(model STA, true filter) {b:.3f}")
             attrs = {"method": "rf", "model_hash": self.model_hash, "recording": str(self.paths.recording),
-                     "stimulus": WHITE, "history": int(self.model.input_spec.history),
+                     "inputs": json.dumps(input_signatures(inputs)), "stimulus": WHITE, "history": int(self.model.input_spec.history),
                      "offset": int(self.model.input_spec.offset), "frame_rate": float(rec.frame_rate),
                      "cell_ids": json.dumps(list(rec.cell_ids)),
                      "cell_types": json.dumps([str(t) for t in gt.cell_types]) if gt is not None else "[]"}
