@@ -128,3 +128,11 @@ def test_readme_and_docs_links_point_to_existing_files():
         for target in re.findall(r"\]\(([^)#]+)\)", page.read_text(encoding="utf-8")):
             if not target.startswith("http"):
                 assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+
+
+def test_demo_rejects_a_missing_model_before_simulating(tmp_path, capsys):
+    assert main(["-q", "demo", "--out", str(tmp_path / "out"), "--model", str(tmp_path / "nope"),
+                 "--preset", "small"]) == 2
+    err = capsys.readouterr().err
+    assert "no fitted model there" in err and str(tmp_path / "nope") in err
+    assert not (tmp_path / "out").exists()

@@ -66,11 +66,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     p.add_argument("--resimulate", action="store_true", help="simulate again even if OUT has the recording")
     p.add_argument("--model", default=None,
-                   help=f"fitted model folder (default: the shipped {SHIPPED_MODEL}); if it is missing a small "
-                        "model is fitted into OUT/model")
+                   help=f"fitted model folder (default: the shipped {SHIPPED_MODEL}; when that is missing, a small "
+                        "BN-CNN is fitted into OUT/model)")
     p.add_argument("--fit", action="store_true", help="fit a small BN-CNN into OUT/model instead of using --model")
-    p.add_argument("--fit-epochs", type=int, default=4, help="epochs of that fit (default 4)")
-    p.add_argument("--fit-steps", type=int, default=150, help="batches of 256 per epoch of that fit (default 150)")
+    p.add_argument("--fit-epochs", type=int, default=3, help="epochs of that fit (default 3)")
+    p.add_argument("--fit-steps", type=int, default=120, help="batches of 256 per epoch of that fit (default 120)")
     p.add_argument("--bins", type=int, default=3000,
                    help="test bins (from the start of the natural-scene test split) whose contributions and "
                         "modes are computed (default 3000 = 30 s)")
@@ -103,8 +103,8 @@ class DemoSettings:
     seed: int = 0
     model: str | None = None
     fit: bool = False
-    fit_epochs: int = 4
-    fit_steps: int = 150
+    fit_epochs: int = 3
+    fit_steps: int = 120
     bins: int = 3000
     irf_bins: int = 1500
     rf_cells: list[str] | None = None
@@ -346,11 +346,13 @@ class Demo:
         with self._stage("model", 2, "fitted retina model"):
             shipped = Path(s.model) if s.model else default_model_path()
             local = self.paths.model_dir
+            if s.model and not s.fit:
+                check_model_path(shipped)
             if s.fit:
                 if not (local / "model.json").exists() or s.force:
                     self._fit_small(local, "--fit was given")
                 path, source = local, "fitted by the demo (--fit)"
-            elif (shipped / "model.json").exists():
+            elif s.model or (shipped / "model.json").exists():
                 path, source = shipped, "shipped" if s.model is None else "given with --model"
             elif (local / "model.json").exists():
                 print(f"      {shipped} not found: using the model the demo fitted earlier in {local}")
@@ -726,6 +728,8 @@ class Demo:
         """Run every stage in order; each skips when its output is already there."""
         from ..report.threads import numpy_blas_single_thread
 
+        if self.settings.model and not self.settings.fit:
+            check_model_path(Path(self.settings.model))  # fail before simulating anything
         self.paths.out.mkdir(parents=True, exist_ok=True)
         try:
             with numpy_blas_single_thread():
@@ -735,6 +739,17 @@ class Demo:
             self.close()
             if self._model is not None:
                 self.write_manifest()
+
+
+def check_model_path(path: Path) -> None:
+    """Raise :class:`~retina_codec.errors.CheckpointError` unless ``path`` is a model folder (with
+    ``model.json``), a ``model.json`` / ``.safetensors`` file or a torch-deep-retina ``.pt`` file."""
+    from ..errors import CheckpointError
+
+    ok = (path / "model.json").exists() if path.is_dir() else path.is_file()
+    if not ok:
+        raise CheckpointError(f"--model {path}: no fitted model there (expected a folder with model.json, as "
+                              "written by 'retina-codec fit', or a torch-deep-retina .pt file)")
 
 
 def classifier_argv(out: Path, max_per_class: int | None = None) -> list[str] | None:
