@@ -69,8 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"fitted model folder (default: the shipped {SHIPPED_MODEL}; when that is missing, a small "
                         "BN-CNN is fitted into OUT/model)")
     p.add_argument("--fit", action="store_true", help="fit a small BN-CNN into OUT/model instead of using --model")
-    p.add_argument("--fit-epochs", type=int, default=3, help="epochs of that fit (default 3)")
-    p.add_argument("--fit-steps", type=int, default=120, help="batches of 256 per epoch of that fit (default 120)")
+    p.add_argument("--fit-epochs", type=int, default=2, help="epochs of that fit (default 2)")
+    p.add_argument("--fit-steps", type=int, default=100, help="batches of 256 per epoch of that fit (default 100)")
     p.add_argument("--bins", type=int, default=3000,
                    help="test bins (from the start of the natural-scene test split) whose contributions and "
                         "modes are computed (default 3000 = 30 s)")
@@ -103,8 +103,8 @@ class DemoSettings:
     seed: int = 0
     model: str | None = None
     fit: bool = False
-    fit_epochs: int = 3
-    fit_steps: int = 120
+    fit_epochs: int = 2
+    fit_steps: int = 100
     bins: int = 3000
     irf_bins: int = 1500
     rf_cells: list[str] | None = None
