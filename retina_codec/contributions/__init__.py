@@ -8,6 +8,7 @@ from .api import ContributionResult, completeness_summary, contributions, fit_re
 from .engine import ChunkResult, ContributionEngine
 from .methods import ActGrad, ActNormGrad, Conductance, LayerIntegratedGradients, Method, make_method
 from .reductions import reduce_map, reduced_shape
+from .store import model_hash, read_contributions, write_contributions
 from .targets import (
     CallableTarget,
     CellsTarget,
@@ -22,7 +23,7 @@ from .targets import (
 )
 
 __all__ = [
-    "contributions", "ContributionResult", "completeness_summary", "fit_reference",
+    "contributions", "write_contributions", "read_contributions", "model_hash", "ContributionResult", "completeness_summary", "fit_reference",
     "ContributionEngine", "ChunkResult",
     "Method", "Conductance", "LayerIntegratedGradients", "ActGrad", "ActNormGrad", "make_method",
     "Target", "CellTarget", "CellsTarget", "SumTarget", "SurprisalTarget", "TopLogitTarget",
