@@ -120,8 +120,9 @@ def plot_conditioned_gallery(conditioned: Any, cell: int, path: str | os.PathLik
                for m, combo in enumerate(combos)]
     ncols = min(len(panels), 8)
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(1.5 * ncols, 2.8 * nrows), squeeze=False,
-                             gridspec_kw={"height_ratios": [1.6, 1.0] * nrows})
+    # room between a time-course row and the two-line titles of the spatial maps below it
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(1.5 * ncols, 3.2 * nrows), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.6, 1.0] * nrows, "hspace": 0.55})
     vlim = _vlim(np.stack([p[1] for p in panels]))
     x = np.arange(len(panels[0][2])) if lags_s is None else np.asarray(lags_s) * 1e3
     for i in range(nrows * ncols):
