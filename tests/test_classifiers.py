@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -212,3 +214,23 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["-q", "classify-stats", "digits-cnn", "digits", "--layers", "block9", "--out",
                  str(tmp_path / "o")]) == 2
     assert "block9" in capsys.readouterr().err
+
+
+def test_timm_vit_heads_are_hookable_and_carry_the_attention_output_total():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(4)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=3)
+    v = copy.deepcopy(ref)
+    adapt_classifier(v)
+    assert sorted(v.state_dict()) == sorted(ref.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(v.eval()(x), ref.eval()(x))
+    layers = resolve_layers(v, "attn1,heads1")
+    assert layers == ["blocks.1.attn", "blocks.1.attn.norm.heads"]
+    assert channel_dim(v, layers[1]) == 1
+    r = contributions(v, x, layers, target="top1_logit", steps=8, quiet=True)
+    n_heads = v.blocks[1].attn.num_heads
+    assert r.layers[layers[1]].shape == (3, 2 * n_heads)
+    # the output projection is affine: heads and attention channels carry the same total contribution
+    np.testing.assert_allclose(r.layers[layers[1]].sum(1), r.layers[layers[0]].sum(1), rtol=1e-4, atol=1e-5)

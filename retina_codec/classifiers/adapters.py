@@ -89,6 +89,23 @@ class HeadSplitAttention(nn.Module):
         return self.out_proj(o.transpose(1, 2).reshape(b, t, d)), None
 
 
+class TimmHeadView(nn.Module):
+    """Stands in for a timm ``Attention``'s parameter-free ``norm`` (an ``nn.Identity``, which sees the
+    concatenated head outputs ``(B, T, n_heads·d_head)`` before the output projection) and passes them
+    through ``heads`` (an ``nn.Identity``) as ``(B, n_heads, T, d_head)``: hook or ablate heads there.
+    Output and state-dict keys are unchanged."""
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = int(num_heads)
+        self.heads = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        o = self.heads(x.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2))
+        return o.transpose(1, 2).reshape(b, t, d)
+
+
 # ------------------------------------------------------------------------------------------- families
 def _is_resnet(model: nn.Module) -> bool:
     return all(isinstance(getattr(model, f"layer{i}", None), nn.Sequential) for i in range(1, 5)) and hasattr(
@@ -130,10 +147,16 @@ def _adapt_tv_vit(model: nn.Module) -> tuple[dict[str, LayerInfo], tuple[str, ..
 def _adapt_timm_vit(model: nn.Module) -> tuple[dict[str, LayerInfo], tuple[str, ...], tuple[str, ...]]:
     info: dict[str, LayerInfo] = {}
     blocks: list[str] = []
-    for i, _ in enumerate(model.blocks):
+    for i, block in enumerate(model.blocks):
         base = f"blocks.{i}"
         info[base] = LayerInfo(base, f"block{i}", "block", -1)
         info[f"{base}.attn"] = LayerInfo(f"{base}.attn", f"attn{i}", "attention", -1)
+        attn = block.attn
+        if isinstance(getattr(attn, "norm", None), (nn.Identity, TimmHeadView)) and getattr(attn, "gate", None) is None \
+                and hasattr(attn, "num_heads"):
+            if isinstance(attn.norm, nn.Identity):
+                attn.norm = TimmHeadView(attn.num_heads)
+            info[f"{base}.attn.norm.heads"] = LayerInfo(f"{base}.attn.norm.heads", f"heads{i}", "heads", 1)
         info[f"{base}.mlp.act"] = LayerInfo(f"{base}.mlp.act", f"mlp{i}", "mlp", -1)
         blocks.append(base)
     proj = getattr(getattr(model, "patch_embed", None), "proj", None)
