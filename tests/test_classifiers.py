@@ -23,13 +23,7 @@ from retina_codec.contributions import ContributionEngine, contributions
 from retina_codec.errors import CheckpointError, LayerNotFoundError
 from retina_codec.modes import ablate_mode
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+TORCH_THREADS = 1  # see conftest.py: tiny training runs are fastest on one thread
 
 
 @pytest.fixture(autouse=True)

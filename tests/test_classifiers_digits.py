@@ -27,13 +27,7 @@ from retina_codec.cli.main import main
 from retina_codec.errors import CheckpointError
 from retina_codec.stats import layer_vectors, net_channels, statistics_table
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+TORCH_THREADS = 1  # see conftest.py: tiny training runs are fastest on one thread
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def cnn(data, one_thread):
+def cnn(data):
     """Trained in the set-up (a few seconds on one CPU thread)."""
     return adapt_classifier(train_digits_cnn(data, epochs=8, seed=0, quiet=True))
 

@@ -25,13 +25,7 @@ JOB = Path(__file__).parent / "_contrib_store_job.py"
 LAYERS = ["conv1", "conv2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: small convolutions are faster, and the CPU is shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # see conftest.py: small convolutions are faster on one thread
 
 
 def _reference(tmp_path: Path) -> dict:

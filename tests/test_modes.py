@@ -21,14 +21,7 @@ from retina_codec.modes import (
 )
 from retina_codec.modes.topk_sae import sparse_decode
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """SAE training on tiny batches is fastest (and reproducible) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # see conftest.py: tiny training runs are fastest on one thread
 
 
 @pytest.fixture(scope="module")

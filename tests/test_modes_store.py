@@ -17,13 +17,7 @@ from retina_codec.modes.store import (
     write_modes,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # see conftest.py: tiny training runs are fastest on one thread
 
 
 def write_store(path, x, layer="conv2", per_target=False, complete=True):

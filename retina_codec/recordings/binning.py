@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["frame_edges", "bin_spikes", "resample_rates"]
+from ..errors import ShapeMismatchError, TimestampError
+
+__all__ = ["frame_edges", "bin_spikes", "resample_rates", "checked_times"]
 
 
 def frame_edges(frame_times: np.ndarray, rate_hz: float) -> np.ndarray:
@@ -77,3 +79,23 @@ def resample_rates(
     covered = (centres >= sample_times[0]) & (centres <= sample_times[-1]) | has
     out[~covered] = np.nan
     return out.astype(np.float32), covered
+
+
+def checked_times(times: np.ndarray, n: int, where: str, what: str = "times", item: str = "frame") -> np.ndarray:
+    """``times`` as ``(n,)`` float64 seconds, finite and strictly increasing, else a clear error.
+
+    ``where`` names the file and field (``"rec.h5: train/time"``); ``what`` the values in the messages
+    (``"times"``, ``"timestamps"``) and ``item`` what each one belongs to (``"frame"``, ``"sample"``).
+    """
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    if times.shape != (n,):
+        per = "stimulus frame" if item == "frame" else f"{item} of data"
+        raise ShapeMismatchError(f"{where}: expected {n} {what} (one per {per}), found {times.shape[0]}")
+    if not np.all(np.isfinite(times)):
+        raise TimestampError(f"{where}: contains NaN or infinite values")
+    d = np.diff(times)
+    if np.any(d <= 0):
+        i = int(np.flatnonzero(d <= 0)[0]) + 1
+        raise TimestampError(f"{where}: must be strictly increasing; {item} {i} at {times[i]!r} s "
+                             f"follows {times[i - 1]!r} s")
+    return times

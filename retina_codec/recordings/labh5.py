@@ -22,10 +22,9 @@ from ..errors import (
     NonFiniteFramesError,
     RecordingError,
     ShapeMismatchError,
-    TimestampError,
 )
 from ..progress import progress
-from .binning import frame_edges
+from .binning import checked_times, frame_edges
 from .frames import ConcatFrames, H5Frames
 from .hdf5_files import is_nwb_file, open_hdf5
 from .recording import Recording
@@ -58,17 +57,7 @@ def _part(f: h5py.File, part: str, response: str, path: Path, validate: bool) ->
     n = stim.shape[0]
     if n == 0:
         raise MissingStimulusError(f"{path}: {part}/stimulus: no frames")
-    time = np.asarray(_dataset(f, f"{part}/time", path)[()], dtype=np.float64).reshape(-1)
-    if time.shape != (n,):
-        raise ShapeMismatchError(f"{path}: {part}/time: expected {n} times (one per stimulus frame), "
-                                 f"found {time.shape[0]}")
-    if not np.all(np.isfinite(time)):
-        raise TimestampError(f"{path}: {part}/time: contains NaN or infinite values")
-    d = np.diff(time)
-    if np.any(d <= 0):
-        i = int(np.flatnonzero(d <= 0)[0]) + 1
-        raise TimestampError(f"{path}: {part}/time: must be strictly increasing; frame {i} at {time[i]!r} s "
-                             f"follows {time[i - 1]!r} s")
+    time = checked_times(_dataset(f, f"{part}/time", path)[()], n, f"{path}: {part}/time")
     resp = np.asarray(_dataset(f, f"{part}/response/{response}", path)[()], dtype=np.float32)
     if resp.ndim == 1:
         resp = resp[None, :]

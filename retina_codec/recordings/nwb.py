@@ -51,7 +51,7 @@ from ..errors import (
 )
 from ..io_utils import atomic_path
 from ..progress import is_quiet, progress
-from .binning import bin_spikes, frame_edges, resample_rates
+from .binning import bin_spikes, checked_times, frame_edges, resample_rates
 from .frames import ArrayFrames, ConcatFrames, H5Frames, IndexedFrames
 from .hdf5_files import check_hdf5_file, one_line
 from .nwb_ground_truth import (
@@ -120,18 +120,8 @@ def _choose(kind: str, field: str, path: Path, cands: dict[str, Any], name: str 
 def _series_times(series: Any, n: int, path: Path, field: str) -> tuple[np.ndarray, float]:
     """Sample times ``(n,)`` in seconds and the sampling rate (Hz) of a TimeSeries."""
     if series.timestamps is not None:
-        ts = np.asarray(series.timestamps[:], dtype=np.float64).reshape(-1)
-        if ts.shape != (n,):
-            raise ShapeMismatchError(f"{path}: {field}/timestamps: expected {n} timestamps (one per sample "
-                                     f"of data), found {ts.shape[0]}")
-        if not np.all(np.isfinite(ts)):
-            raise TimestampError(f"{path}: {field}/timestamps: contains NaN or infinite values")
-        d = np.diff(ts)
-        if np.any(d <= 0):
-            i = int(np.flatnonzero(d <= 0)[0]) + 1
-            raise TimestampError(f"{path}: {field}/timestamps: must be strictly increasing; sample {i} at "
-                                 f"{ts[i]!r} s follows {ts[i - 1]!r} s")
-        rate = float(series.rate) if series.rate else (1.0 / float(np.median(d)) if n > 1 else 1.0)
+        ts = checked_times(series.timestamps[:], n, f"{path}: {field}/timestamps", "timestamps", "sample")
+        rate = float(series.rate) if series.rate else (1.0 / float(np.median(np.diff(ts))) if n > 1 else 1.0)
         return ts, rate
     rate = series.rate
     if rate is None or not np.isfinite(rate) or rate <= 0:

@@ -1,0 +1,20 @@
+"""Shared test set-up."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_torch_threads(request):
+    """A test module that sets ``TORCH_THREADS = n`` runs with n torch threads (restored afterwards).
+
+    Small SAE / CNN training on tiny batches is fastest, and reproducible, on one thread.
+    """
+    n = getattr(request.module, "TORCH_THREADS", None)
+    if n is None:
+        yield
+        return
+    prev = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    yield
+    torch.set_num_threads(prev)
