@@ -106,7 +106,8 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
                   baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
                   batch_size: int | str = "auto", device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None, quiet: bool | None = None, split: str | None = "test",
-                  history: int | None = None, reference: Any = None) -> ContributionResult:
+                  history: int | None = None, reference: Any = None, fast_conv: str = "auto",
+                  channels_last: bool | None = None) -> ContributionResult:
     """Contributions of the hooked ``layers`` to ``target`` for every sample of ``inputs`` (in memory).
 
     Parameters
@@ -124,12 +125,16 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
     baseline : scalar or tensor (one sample or one per sample) x₀.
     reduce : ``("ei_split", "spatial_sum")`` (16 numbers per bin for an 8-channel layer), either, or None
         for full maps.
+    fast_conv : ``"fft"`` evaluates large-kernel convolutions (≥ 7×7) with FFTs, ``"native"`` never,
+        ``"auto"`` where that was measured faster (benchmarks/RESULTS.md). Same numbers to float rounding.
+    channels_last : run 4-D layers in channels-last layout (``None``: the engine's default for the device).
 
     For outputs too large for memory use :func:`~.store.write_contributions`, which streams to HDF5.
     """
     source = as_source(inputs, model, split=split, history=history)
     tgt = make_target(target)
-    engine = ContributionEngine(model, layers, tgt, method, steps, rule, baseline, reduce, device, dtype)
+    engine = ContributionEngine(model, layers, tgt, method, steps, rule, baseline, reduce, device, dtype,
+                                fast_conv=fast_conv, channels_last=channels_last)
     if tgt.needs_reference and not getattr(tgt, "fitted", True):
         ref = source if reference is None else as_source(reference, model, split=split, history=history)
         fit_reference(model, tgt, ref, device=engine.device, dtype=dtype, quiet=quiet)

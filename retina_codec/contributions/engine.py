@@ -18,18 +18,60 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import capture_outputs, prepared_model, replace_outputs, resolve_module
+from ..models.fft_conv import fft_conv_swaps
+from .hooks import capture_outputs, prepared_model, replace_outputs, resolve_module, swap_modules
 from .methods import Method, make_method
 from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolate
 from .reductions import normalize_reduce, reduce_map, reduced_shape
 from .targets import Target, make_target
 
-__all__ = ["ContributionEngine", "ChunkResult", "default_device"]
+__all__ = ["ContributionEngine", "ChunkResult", "default_device", "to_device", "FAST_CONV"]
+
+FAST_CONV = ("auto", "fft", "native")
 
 
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` on ``device`` as ``dtype``; an overlapping strided view (history windows over shared frames)
+    moves only its storage and is re-viewed there, never materialised on the host."""
+    x = torch.as_tensor(x)
+    if x.device == device or x.numel() == 0:
+        return x.to(device=device, dtype=dtype)
+    elem = x.element_size()
+    storage = x.untyped_storage()
+    if storage.nbytes() >= x.numel() * elem or storage.nbytes() % elem:
+        return x.to(device=device, dtype=dtype, non_blocking=x.is_pinned())
+    flat = x.new_empty(0).set_(storage, 0, (storage.nbytes() // elem,), (1,))
+    flat = flat.to(device=device, dtype=dtype)
+    return flat.as_strided(x.shape, x.stride(), x.storage_offset())
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(enabled: bool):
+    """cuDNN picks the fastest algorithm per shape (chunks repeat their shape) within the block."""
+    prev = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(enabled) or prev
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = prev
+
+
+@contextlib.contextmanager
+def _memory_format(model: nn.Module, channels_last: bool):
+    """4-D parameters in channels-last layout within the block (restored on exit)."""
+    if not channels_last:
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 @dataclass
@@ -45,6 +87,14 @@ class ChunkResult:
     f_x: torch.Tensor
     f_baseline: torch.Tensor
     error: dict[str, torch.Tensor]
+
+    @staticmethod
+    def cat(parts: list[ChunkResult]) -> ChunkResult:
+        """Concatenate results of consecutive sub-chunks along samples."""
+        first = parts[0]
+        return ChunkResult({n: torch.cat([p.contributions[n] for p in parts]) for n in first.contributions},
+                           torch.cat([p.f_x for p in parts]), torch.cat([p.f_baseline for p in parts]),
+                           {n: torch.cat([p.error[n] for p in parts]) for n in first.error})
 
 
 def _available_bytes() -> int:
@@ -70,7 +120,8 @@ class ContributionEngine:
                  method: str | Method = "conductance", steps: int = 20, rule: str = "trapezoid",
                  baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                 stem: Any = "auto") -> None:
+                 stem: Any = "auto", fast_conv: str = "auto", channels_last: bool | None = None,
+                 autotune: bool = True) -> None:
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
@@ -86,6 +137,11 @@ class ContributionEngine:
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype
         self.stem: AffineStem | None = find_stem(model, None if stem == "auto" else (stem or ()))
+        if fast_conv not in FAST_CONV:
+            raise ValueError(f"fast_conv: expected one of {FAST_CONV}, found {fast_conv!r}")
+        self.fast_conv = fast_conv
+        self.channels_last = channels_last
+        self.autotune = autotune
         self._stack: contextlib.ExitStack | None = None
         self._s0_cache: tuple[tuple, torch.Tensor] | None = None
 
@@ -94,6 +150,11 @@ class ContributionEngine:
         self._stack = contextlib.ExitStack()
         try:
             self._stack.enter_context(prepared_model(self.model, self.device, self.dtype))
+            gpu = self.device.type == "cuda"
+            self._stack.enter_context(_cudnn_autotune(gpu and self.autotune))
+            self._stack.enter_context(_memory_format(self.model, bool(self.channels_last)))
+            if self._use_fft():
+                self._stack.enter_context(swap_modules(self.model, fft_conv_swaps(self.model)))
         except BaseException:
             self._stack.close()
             self._stack = None
@@ -107,6 +168,12 @@ class ContributionEngine:
         self._s0_cache = None
         if stack is not None:
             stack.close()
+
+    def _use_fft(self) -> bool:
+        """``fast_conv="fft"``, or ``"auto"`` where FFT convolution was measured faster (see RESULTS.md)."""
+        if self.fast_conv == "fft":
+            return True
+        return False
 
     def _require_open(self) -> None:
         if self._stack is None:
@@ -253,7 +320,18 @@ class ContributionEngine:
     def compute(self, x: torch.Tensor) -> ChunkResult:
         """Contributions of every layer for the samples ``x (B, ...)``."""
         self._require_open()
-        x = torch.as_tensor(x).to(device=self.device, dtype=self.run_dtype)
+        x = to_device(x, self.device, self.run_dtype)
+        try:
+            return self._compute(x)
+        except torch.cuda.OutOfMemoryError:
+            if x.shape[0] < 2:
+                raise
+        # the chunk did not fit in GPU memory: halve it (results are per sample, so this is exact)
+        torch.cuda.empty_cache()
+        half = x.shape[0] // 2
+        return ChunkResult.cat([self.compute(x[:half]), self.compute(x[half:])])
+
+    def _compute(self, x: torch.Tensor) -> ChunkResult:
         x0 = baseline_like(self.baseline, x)
         if self.stem is not None:
             self.stem.verify(x, x0)

@@ -69,8 +69,8 @@ class AffineStem:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``stem(x)`` (no autograd)."""
         with torch.no_grad():
-            for m in self.modules:
-                x = m(x)
+            for n in self.names:  # resolved per call: the engine may have swapped in faster modules
+                x = resolve_module(self.model, n)(x)
         return x
 
     @contextlib.contextmanager

@@ -1,0 +1,84 @@
+"""FFT evaluation of large-kernel 2-D convolutions (same outputs as ``nn.Conv2d`` to float rounding).
+
+A retina CNN's convolutions have large kernels on small images (15×15 on 50×50, 11×11 on 36×36) and few
+channels, a shape that direct convolution kernels handle poorly. In the frequency domain a convolution is
+one multiply-add per channel pair and frequency: with the input zero-padded to ``(H', W')`` the circular
+cross-correlation ``irfft2(rfft2(x) · conj(rfft2(w)))`` equals the valid cross-correlation on its first
+``H' − kH + 1`` rows and ``W' − kW + 1`` columns, so no wrap-around padding is needed.
+
+:class:`FFTConv2d` wraps an existing ``nn.Conv2d`` (sharing its parameters) and is differentiable in its
+input (autograd through ``rfft2`` / ``irfft2``); the weight spectrum is cached while the weight is frozen.
+:func:`fft_conv_swaps` lists the convolutions of a model worth swapping, for
+:func:`~retina_codec.contributions.hooks.swap_modules`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FFTConv2d", "fft_conv_eligible", "fft_conv_swaps"]
+
+
+def fft_conv_eligible(conv: nn.Module, min_kernel: int = 7) -> bool:
+    """True for a plain ``nn.Conv2d`` (stride 1, dilation 1, one group, zero padding) with a kernel side ≥
+    ``min_kernel``."""
+    if not isinstance(conv, nn.Conv2d) or isinstance(conv, FFTConv2d):
+        return False
+    if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+        return False
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return False
+    return min(conv.kernel_size) >= min_kernel
+
+
+class FFTConv2d(nn.Module):
+    """The convolution of ``conv`` evaluated with real FFTs; ``conv``'s weight and bias are shared, not copied.
+
+    Input ``(N, C_in, H, W)`` → output ``(N, C_out, H + 2p_h − k_h + 1, W + 2p_w − k_w + 1)``, as ``conv``.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if not fft_conv_eligible(conv, min_kernel=1):
+            raise ValueError("FFTConv2d: needs an nn.Conv2d with stride 1, dilation 1, one group and zero padding")
+        self.conv = conv
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _spectrum(self, size: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``conj(rfft2(w))`` at the padded input size, ``(C_out, C_in, H', W'//2 + 1)`` complex."""
+        w = self.conv.weight
+        if w.requires_grad and torch.is_grad_enabled():
+            return torch.fft.rfft2(w.to(dtype), s=size).conj()
+        key = (size, dtype, device, w._version, w.data_ptr())
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, torch.fft.rfft2(w.to(device=device, dtype=dtype), s=size).conj())
+        return self._cache[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = self.conv.padding
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph))
+        h, w = x.shape[-2:]
+        kh, kw = self.conv.kernel_size
+        if h < kh or w < kw:
+            raise ValueError(f"FFTConv2d: kernel {kh}x{kw} does not fit a {h}x{w} input")
+        spec = self._spectrum((h, w), x.dtype, x.device)
+        xf = torch.fft.rfft2(x, s=(h, w))  # (N, C_in, H', W'//2+1)
+        yf = torch.einsum("nihw,oihw->nohw", xf, spec)
+        y = torch.fft.irfft2(yf, s=(h, w))[..., : h - kh + 1, : w - kw + 1]
+        if self.conv.bias is not None:
+            y = y + self.conv.bias.to(y.dtype).view(1, -1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        c = self.conv
+        return f"{c.in_channels}, {c.out_channels}, kernel_size={c.kernel_size}, padding={c.padding}"
+
+
+def fft_conv_swaps(model: nn.Module, min_kernel: int = 7) -> dict[str, FFTConv2d]:
+    """``{name: FFTConv2d(conv)}`` for every eligible convolution of ``model`` (kernel side ≥ ``min_kernel``)."""
+    return {name: FFTConv2d(m) for name, m in model.named_modules()
+            if name and fft_conv_eligible(m, min_kernel)}

@@ -1,0 +1,155 @@
+"""The engine's speed paths give the same numbers: FFT convolutions, channels-last, strided window chunks
+moved to the device by storage, and halving a chunk that runs out of GPU memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _contrib_models import TinyResNet, small_bncnn
+
+from retina_codec.contributions import ContributionEngine, contributions
+from retina_codec.contributions.engine import to_device
+from retina_codec.contributions.hooks import has_hooks
+from retina_codec.contributions.sources import RecordingSource
+from retina_codec.models import BNCNN
+from retina_codec.models.fft_conv import FFTConv2d, fft_conv_eligible, fft_conv_swaps
+from retina_codec.recordings import Recording
+
+F64 = torch.float64
+TORCH_THREADS = 1
+
+
+@pytest.mark.parametrize("cin,cout,k,size,pad", [(6, 4, 5, 14, 0), (4, 3, 3, 9, 1), (3, 2, 7, 11, 3)])
+def test_fft_conv_equals_conv2d_in_values_and_input_gradients(cin, cout, k, size, pad):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, cout, k, padding=pad).double()
+    fft = FFTConv2d(conv)
+    x = torch.randn(3, cin, size, size + 2, dtype=F64, requires_grad=True)
+    ref, got = conv(x), fft(x)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    (g_ref,) = torch.autograd.grad(ref.sin().sum(), x)
+    (g_got,) = torch.autograd.grad(got.sin().sum(), x)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_fft_conv_follows_weight_updates_and_shares_parameters():
+    conv = torch.nn.Conv2d(2, 2, 5).double().requires_grad_(False)
+    fft = FFTConv2d(conv)
+    x = torch.randn(1, 2, 9, 9, dtype=F64)
+    fft(x)
+    conv.weight.mul_(-2.0)  # in-place change: the cached spectrum must be recomputed
+    torch.testing.assert_close(fft(x), conv(x))
+    assert list(fft.parameters())[0] is conv.weight
+
+
+def test_fft_swaps_pick_only_large_plain_convolutions():
+    model = BNCNN(3, history=6, frame_shape=(20, 20), kernel_sizes=(9, 3))
+    assert set(fft_conv_swaps(model, min_kernel=7)) == {"conv1.conv"}
+    assert not fft_conv_eligible(torch.nn.Conv2d(2, 2, 9, stride=2))
+    assert not fft_conv_eligible(torch.nn.Conv2d(2, 2, 9, groups=2))
+    assert not fft_conv_eligible(torch.nn.Conv2d(2, 2, 9, padding="same"))
+
+
+def _engine_result(model, x, **kw):
+    with ContributionEngine(model, ["conv1", "conv2"], "sum", steps=6, device="cpu", **kw) as eng:
+        return eng.compute(x)
+
+
+@pytest.mark.parametrize("options", [{"fast_conv": "fft"}, {"channels_last": True},
+                                     {"fast_conv": "fft", "channels_last": True}])
+def test_speed_options_give_the_same_contributions_and_restore_the_model(options):
+    model = small_bncnn(n_cells=4, kernel_sizes=(7, 3)).double()
+    x = torch.randn(5, 6, 14, 14, dtype=F64, generator=torch.Generator().manual_seed(1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = _engine_result(model, x, fast_conv="native")
+    got = _engine_result(model, x, **options)
+    for n in ref.contributions:
+        torch.testing.assert_close(got.contributions[n], ref.contributions[n], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(got.error[n], ref.error[n], rtol=1e-9, atol=1e-9)
+    assert type(model.conv1.conv) is not FFTConv2d and not has_hooks(model)
+    assert model.conv1.conv.weight.is_contiguous()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_fft_option_leaves_small_kernel_networks_unchanged():
+    torch.manual_seed(0)
+    model = TinyResNet().double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=F64)
+    blocks = ["block1", "block2"]
+    kw = {"target": "top1_logit", "steps": 4, "device": "cpu", "quiet": True}
+    ref = contributions(model, x, blocks, **kw)
+    # TinyResNet's 3x3 convolutions are below the size limit: nothing is swapped, results are the same
+    with ContributionEngine(model, blocks, "top1_logit", steps=4, device="cpu", fast_conv="fft") as eng:
+        assert not any(isinstance(m, FFTConv2d) for m in model.modules())
+        got = eng.compute(x)
+    for n in blocks:
+        np.testing.assert_allclose(got.contributions[n].numpy(), ref[n], rtol=1e-9, atol=1e-10)
+
+
+def test_an_out_of_memory_chunk_is_split_and_gives_identical_results(monkeypatch):
+    model = small_bncnn(n_cells=3).double()
+    x = torch.randn(7, 6, 14, 14, dtype=F64, generator=torch.Generator().manual_seed(2))
+    ref = _engine_result(model, x)
+    calls = []
+    with ContributionEngine(model, ["conv1", "conv2"], "sum", steps=6, device="cpu") as eng:
+        real = eng._compute
+
+        def flaky(xx):
+            calls.append(xx.shape[0])
+            if xx.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real(xx)
+
+        monkeypatch.setattr(eng, "_compute", flaky)
+        got = eng.compute(x)
+    assert calls == [7, 3, 1, 2, 4, 2, 2]  # halved until each part fits
+    for n in ref.contributions:
+        torch.testing.assert_close(got.contributions[n], ref.contributions[n], rtol=0, atol=1e-12)
+    torch.testing.assert_close(got.f_x, ref.f_x, rtol=0, atol=1e-12)
+
+
+def _recording(t=80, size=10):
+    rng = np.random.default_rng(0)
+    return Recording(stimulus=rng.random((t, size, size)).astype(np.float32),
+                     frame_times=np.arange(t) / 100.0, frame_rate=100.0,
+                     responses=rng.poisson(1.0, (t, 2)).astype(np.float32),
+                     intervals={"test": np.array([[0.1, 0.7]])})
+
+
+def test_recording_chunks_are_views_over_frames_that_move_without_materialising():
+    rec = _recording()
+    src = RecordingSource(rec, split="test", history=6, norm=(0.5, 0.25))
+    (bins, x), *_ = list(src.iter_chunks(16))
+    ref = np.stack([(rec.stimulus[b - 6:b] - 0.5) / 0.25 for b in bins]).astype(np.float32)
+    np.testing.assert_allclose(x.numpy(), ref, rtol=1e-6, atol=1e-6)
+    assert x.untyped_storage().nbytes() == (16 + 6 - 1) * 100 * 4  # frames, not 16 windows of 6
+    y = to_device(x, torch.device("cpu"), torch.float64)  # moved and cast through its storage
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_contributions_match_cpu_float64_for_every_speed_option():
+    model = BNCNN(4).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_var.fill_(0.3)
+    x = torch.randn(24, 40, 50, 50, generator=torch.Generator().manual_seed(0))
+    ref = contributions(model.double(), x.double(), ["conv1", "conv2"], target="sum", steps=10, device="cpu",
+                        quiet=True)
+    model.float()
+    for opts in ({}, {"fast_conv": "fft"}, {"channels_last": True}):
+        with ContributionEngine(model, ["conv1", "conv2"], "sum", steps=10, device="cuda", **opts) as eng:
+            got = eng.compute(x)
+        for n in ("conv1", "conv2"):
+            c = got.contributions[n].double().cpu().numpy()
+            scale = np.abs(ref[n]).max()
+            assert np.abs(c - ref[n]).max() < 5e-3 * scale, (opts, n)
+    xs = torch.randn(50, 10, 10)
+    view = xs.as_strided((45, 6, 10, 10), (100, 100, 10, 1))
+    moved = to_device(view, torch.device("cuda"), torch.float32)
+    assert moved.untyped_storage().nbytes() == xs.numel() * 4
+    torch.testing.assert_close(moved.cpu(), view.contiguous())
