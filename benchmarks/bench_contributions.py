@@ -74,28 +74,124 @@ def captum_per_layer(model, x, layers, steps, chunk, device, target=None):
             lc.attribute(xb, target=tgt, n_steps=steps, method="riemann_trapezoid").sum().item()
 
 
-def section_retina(args, device) -> None:
-    from retina_codec.contributions import ContributionEngine, contributions
+def _ours(model, x, layers, args, device, chunk, **opts):
+    from retina_codec.contributions import contributions
 
+    return contributions(model, x, layers, target="sum", steps=args.steps, batch_size=chunk, device=device,
+                         quiet=True, **opts)
+
+
+def _variants(args, device) -> list[tuple[str, dict]]:
+    """Engine settings to time. On a GPU every speed option, one per row; on CPU the default only."""
+    if device.type != "cuda":
+        return [("default", {})]
+    rows = [("default (cuDNN autotune)", {}), ("no autotune (plain cuDNN heuristics)", {"autotune": False}),
+            ("fft convolutions", {"fast_conv": "fft"}), ("channels-last", {"channels_last": True}),
+            ("fft + channels-last", {"fast_conv": "fft", "channels_last": True})]
+    return [r for r in rows if args.variants is None or any(v in r[0] for v in args.variants)]
+
+
+def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int]:
+    from retina_codec.contributions import ContributionEngine
+
+    autotune = opts.pop("autotune", True)
+    with ContributionEngine(model, layers, "sum", steps=args.steps, device=device, **opts) as eng:
+        chunk = eng.auto_batch_size(tuple(x.shape[1:])) if args.chunk is None else args.chunk
+    prev = torch.backends.cudnn.benchmark
+    try:
+        if not autotune:  # the engine turns autotune on by itself: time the plain path explicitly
+            import retina_codec.contributions.engine as engine_mod
+
+            orig, engine_mod._cudnn_autotune = engine_mod._cudnn_autotune, lambda enabled: _null()
+        _ours(model, x[: min(len(x), chunk)], layers, args, device, chunk, **opts)  # warm-up + autotune
+        if chunk < len(x) and len(x) % chunk:
+            _ours(model, x[: len(x) % chunk], layers, args, device, chunk, **opts)  # the last chunk's shape
+        t = timed(lambda: _ours(model, x, layers, args, device, chunk, **opts), device)
+    finally:
+        if not autotune:
+            engine_mod._cudnn_autotune = orig
+        torch.backends.cudnn.benchmark = prev
+    return t, chunk
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def section_retina(args, device) -> None:
     model = retina_model(args.cells, device)
     layers = ["conv1", "conv2"]
     x = torch.randn(args.bins, 40, 50, 50, generator=torch.Generator().manual_seed(0))
-    with ContributionEngine(model, layers, "sum", steps=args.steps, device=device) as eng:
-        chunk = eng.auto_batch_size((40, 50, 50)) if args.chunk is None else args.chunk
-    run = lambda xx: contributions(model, xx, layers, target="sum", steps=args.steps, batch_size=chunk,  # noqa: E731
-                                   device=device, quiet=True)
-    run(x[: min(len(x), chunk)])  # warm-up
-    t_ours = timed(lambda: run(x), device)
+    if device.type == "cuda":
+        x = x.to(device)  # both sides read their inputs from GPU memory
     xc = x[: args.captum_bins]
-    cchunk = min(chunk, args.captum_chunk)
-    captum_per_layer(model, xc[:2], layers, args.steps, cchunk, device)  # warm-up
-    t_cap = timed(lambda: captum_per_layer(model, xc, layers, args.steps, cchunk, device), device)
-    ours, cap = len(x) / t_ours, len(xc) / t_cap
+    cap_rates = {}
+    for cchunk in args.captum_chunk:
+        captum_per_layer(model, xc[:2], layers, args.steps, cchunk, device)  # warm-up
+        t_cap = timed(lambda c=cchunk: captum_per_layer(model, xc, layers, args.steps, c, device), device)
+        cap_rates[cchunk] = len(xc) / t_cap
+    best_c = max(cap_rates, key=cap_rates.get)
+    cap = cap_rates[best_c]
     print(f"[retina BN-CNN, conv1+conv2, {args.steps} steps, target sum, {machine(device)}]")
-    print(f"  ours:   {len(x)} bins in {t_ours:.2f} s = {ours:,.0f} bins/s (chunk {chunk} bins)")
-    print(f"  captum: {len(xc)} bins in {t_cap:.2f} s = {cap:,.0f} bins/s (LayerConductance per layer, "
-          f"{cchunk} bins per call)")
-    print(f"  ratio ours/captum = {ours / cap:.1f}x")
+    print(f"  captum: {len(xc)} bins, LayerConductance per layer: "
+          + ", ".join(f"{r:,.0f} bins/s at {c} bins per call" for c, r in cap_rates.items())
+          + f" -> best {cap:,.0f} bins/s")
+    for name, opts in _variants(args, device):
+        try:
+            t, chunk = _time_variant(model, x, layers, args, device, dict(opts))
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other variants
+            print(f"  ours [{name}]: FAILED {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        ours = len(x) / t
+        print(f"  ours [{name}]: {len(x)} bins in {t:.3f} s = {ours:,.0f} bins/s (chunk {chunk}) "
+              f"-> ratio ours/captum = {ours / cap:.1f}x")
+    if device.type == "cuda" and not args.no_recording:
+        section_recording(args, device, model, layers)
+    if device.type == "cuda" and args.profile:
+        profile_chunk(args, device, model, layers, x)
+
+
+def section_recording(args, device, model, layers) -> None:
+    """End to end from an in-memory Recording: windows cut on the host as views, frames moved to the GPU."""
+    import numpy as np
+
+    from retina_codec.recordings import Recording
+
+    rng = np.random.default_rng(0)
+    t = args.bins + 41
+    rec = Recording(stimulus=rng.standard_normal((t, 50, 50)).astype(np.float32),
+                    frame_times=np.arange(t) / 100.0, frame_rate=100.0,
+                    responses=rng.poisson(1.0, (t, args.cells)).astype(np.float32),
+                    intervals={"test": np.array([[0.0, t / 100.0]])})
+    model.norm_stats = (0.0, 1.0)
+    try:
+        _ours(model, rec, layers, args, device, "auto", split="test")
+        tt = timed(lambda: _ours(model, rec, layers, args, device, "auto", split="test"), device)
+        n = len(rec.window_bins("test", 40, 1))
+        print(f"  ours [from a Recording in host memory, windows as views, frames moved]: {n} bins in {tt:.3f} s"
+              f" = {n / tt:,.0f} bins/s")
+    except Exception as exc:  # noqa: BLE001
+        print(f"  ours [from a Recording]: FAILED {type(exc).__name__}: {str(exc)[:200]}")
+    finally:
+        del model.norm_stats
+
+
+def profile_chunk(args, device, model, layers, x) -> None:
+    """The GPU kernels of one chunk of the default path, heaviest first."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        xx = x[: min(len(x), 1024)]
+        _ours(model, xx, layers, args, device, len(xx))
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            _ours(model, xx, layers, args, device, len(xx))
+            sync(device)
+        print(f"  profile of one chunk of {len(xx)} bins (default path):")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+    except Exception as exc:  # noqa: BLE001
+        print(f"  profile FAILED {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def section_per_cell(args, device) -> None:
@@ -104,8 +200,8 @@ def section_per_cell(args, device) -> None:
     k = args.cells
     model = retina_model(k, device)
     layers = ["conv1", "conv2"]
-    x = torch.randn(args.cell_bins, 40, 50, 50, generator=torch.Generator().manual_seed(1))
-    chunk = args.chunk or 16
+    x = torch.randn(args.cell_bins, 40, 50, 50, generator=torch.Generator().manual_seed(1)).to(device)
+    chunk = args.chunk or (128 if device.type == "cuda" else 16)
 
     def batched():
         contributions(model, x, layers, target=list(range(k)), steps=args.steps, batch_size=chunk, device=device,
@@ -134,22 +230,32 @@ def section_resnet(args, device) -> None:
     model.affine_stem = ("conv1", "bn1")
     blocks = [f"layer{i}.{j}" for i, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for j in range(n)]
     size = args.image_size
-    x = torch.randn(args.images, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(args.images, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
-        top1 = model(x.to(device)).argmax(1)
-    run = lambda xx: contributions(model, xx, blocks, target="top1_logit", steps=10, batch_size=args.resnet_chunk,  # noqa: E731
-                                   device=device, quiet=True)
-    run(x[:1])
-    t_ours = timed(lambda: run(x), device)
+        top1 = torch.cat([model(x[a:a + 8]).argmax(1) for a in range(0, len(x), 8)])
     n_cap = max(1, min(len(x), args.captum_images))
     captum_per_layer(model, x[:1], blocks[:1], 10, 1, device, target=top1[:1])
-    t_cap = timed(lambda: captum_per_layer(model, x[:n_cap], blocks, 10, args.resnet_chunk, device,
+    t_cap = timed(lambda: captum_per_layer(model, x[:n_cap], blocks, 10, args.captum_resnet_chunk, device,
                                            target=top1[:n_cap]), device)
-    ours, cap = len(x) / t_ours, n_cap / t_cap
+    cap = n_cap / t_cap
     print(f"[ResNet-50 random weights, 16 bottleneck blocks, 10 steps, top-1 logit, {size}x{size}, {machine(device)}]")
-    print(f"  ours:   {len(x)} images in {t_ours:.2f} s = {ours:,.1f} images/s")
-    print(f"  captum: {n_cap} images in {t_cap:.2f} s = {cap:,.2f} images/s (LayerConductance per block)")
-    print(f"  ratio ours/captum = {ours / cap:.1f}x")
+    print(f"  captum: {n_cap} images in {t_cap:.2f} s = {cap:,.2f} images/s (LayerConductance per block, "
+          f"{args.captum_resnet_chunk} images per call)")
+    rows = [("default", {})]
+    if device.type == "cuda":
+        rows.append(("channels-last", {"channels_last": True}))
+    for name, opts in rows:
+        try:
+            run = lambda xx, o=opts: contributions(model, xx, blocks, target="top1_logit", steps=10,  # noqa: E731
+                                                   batch_size=args.resnet_chunk, device=device, quiet=True, **o)
+            run(x[: args.resnet_chunk])
+            t_ours = timed(lambda r=run: r(x), device)
+        except Exception as exc:  # noqa: BLE001
+            print(f"  ours [{name}]: FAILED {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        ours = len(x) / t_ours
+        print(f"  ours [{name}]: {len(x)} images in {t_ours:.2f} s = {ours:,.1f} images/s "
+              f"({args.resnet_chunk} per chunk) -> ratio ours/captum = {ours / cap:.1f}x")
 
 
 def main() -> None:
@@ -157,7 +263,11 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bins", type=int, default=None, help="bins for our engine (default 300 CPU, 6000 GPU)")
     p.add_argument("--captum-bins", type=int, default=None, help="bins for captum (default 40 CPU, 1000 GPU)")
-    p.add_argument("--captum-chunk", type=int, default=16)
+    p.add_argument("--captum-chunk", type=int, nargs="+", default=None,
+                   help="bins per captum call; the fastest is used (default 16 CPU, 32 and 128 GPU)")
+    p.add_argument("--variants", nargs="*", default=None, help="GPU engine variants to time (substring match)")
+    p.add_argument("--no-recording", action="store_true", help="skip the from-a-Recording GPU row")
+    p.add_argument("--profile", action="store_true", help="print the GPU kernel profile of one chunk")
     p.add_argument("--chunk", type=int, default=None, help="our bins per chunk (default auto)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cells", type=int, default=10)
@@ -168,6 +278,7 @@ def main() -> None:
     p.add_argument("--captum-images", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--resnet-chunk", type=int, default=None)
+    p.add_argument("--captum-resnet-chunk", type=int, default=None)
     p.add_argument("--skip", nargs="*", default=[], choices=["retina", "per_cell", "resnet"])
     args = p.parse_args()
     device = torch.device(args.device)
@@ -176,10 +287,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.bins = args.bins or (6000 if gpu else 300)
     args.captum_bins = args.captum_bins or (1000 if gpu else 40)
+    args.captum_chunk = args.captum_chunk or ([32, 128] if gpu else [16])
     args.images = args.images or (256 if gpu else 2)
     args.captum_images = args.captum_images or (32 if gpu else 1)
     args.image_size = args.image_size or (224 if gpu else 96)
     args.resnet_chunk = args.resnet_chunk or (32 if gpu else 1)
+    args.captum_resnet_chunk = args.captum_resnet_chunk or (8 if gpu else 1)
     print(f"torch {torch.__version__}, device {machine(device)}")
     if "retina" not in args.skip:
         section_retina(args, device)

@@ -1,18 +1,37 @@
 #!/usr/bin/env bash
-# One script for a lent GPU machine: GPU tests, then every benchmark's GPU section, then (if time is left)
-# the full-size fit. Each step is time-boxed so the whole run fits one device call; logs go to $OUT (or
-# ./gpu-out). Usage on the device: bash benchmarks/gpu.sh   (needs the repo's .venv or installs one)
+# One script for a lent GPU machine: the GPU tests, then every benchmark's GPU section. Each step is
+# time-boxed so the whole run fits one device call (about 6 minutes); logs go to $OUT (or ./gpu-out).
+#
+# The device image has its own Python with torch, numpy, scipy, h5py, sklearn, matplotlib, timm and pytest
+# but no registry access: the pure-Python packages it lacks (pynwb, hdmf and their few dependencies,
+# captum, pyret) travel as wheels in .whl/ (see benchmarks/RESULTS.md, "GPU runs"). Usage there:
+#   bash benchmarks/gpu.sh            (from the repository root, .whl carried)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv && .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e ".[test]" >"$OUT/install.log" 2>&1
+export PYTHONUNBUFFERED=1 RETINA_CODEC_QUIET=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >"$OUT/install.log" 2>&1 || echo "wheel install failed (see install.log)"
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
 fi
-PY=.venv/bin/python
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; echo "rc=$?" >>"$OUT/$name.log"; tail -25 "$OUT/$name.log"; }
-step gpu-tests 120 $PY -m pytest -q -m gpu -x
-step bench-contributions 150 $PY benchmarks/bench_contributions.py --device cuda
-step bench-sae 60 $PY benchmarks/bench_sae.py --skip-retina
-step bench-sta 60 $PY benchmarks/bench_sta.py --irf --skip-memory
-step bench-training 40 $PY benchmarks/bench_training.py --device cuda
+PY=${PY:-python3}
+{ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv; $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/gpu.txt"
+step() {
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s)"
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "rc=$rc after $((SECONDS - t0)) s" >>"$OUT/$name.log"
+  grep -v '^\s*$' "$OUT/$name.log" | tail -n "${TAIL:-40}"
+}
+TAIL=8 step gpu-tests 100 $PY -m pytest -q -p no:cacheprovider -m gpu -x tests/test_models.py tests/test_fit.py \
+  tests/test_contributions_fast.py ${GPU_TESTS:-}
+TAIL=60 step bench-contributions 150 $PY benchmarks/bench_contributions.py --device cuda --profile
+TAIL=40 step bench-sae 80 $PY benchmarks/bench_sae.py ${SAE_ARGS:---gpu-only}
+TAIL=25 step bench-sta 60 $PY benchmarks/bench_sta.py ${STA_ARGS:---gpu-only}
+TAIL=10 step bench-training 30 $PY benchmarks/bench_training.py --device cuda
+echo "== done in $SECONDS s"

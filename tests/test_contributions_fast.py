@@ -153,3 +153,17 @@ def test_gpu_contributions_match_cpu_float64_for_every_speed_option():
     moved = to_device(view, torch.device("cuda"), torch.float32)
     assert moved.untyped_storage().nbytes() == xs.numel() * 4
     torch.testing.assert_close(moved.cpu(), view.contiguous())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_recording_input_equals_cpu():
+    rec = _recording(t=120, size=14)
+    model = small_bncnn(n_cells=3)
+    model.norm_stats = (0.5, 0.25)
+    kw = {"target": "sum", "steps": 6, "split": "test", "batch_size": 16, "quiet": True}
+    ref = contributions(model, rec, ["conv1", "conv2"], device="cpu", **kw)
+    got = contributions(model, rec, ["conv1", "conv2"], device="cuda", **kw)
+    np.testing.assert_array_equal(got.bins, ref.bins)
+    for n in ("conv1", "conv2"):
+        np.testing.assert_allclose(got[n], ref[n], rtol=2e-3, atol=2e-3 * np.abs(ref[n]).max())
