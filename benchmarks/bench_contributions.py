@@ -128,15 +128,21 @@ def section_retina(args, device) -> None:
         x = x.to(device)  # both sides read their inputs from GPU memory
     xc = x[: args.captum_bins]
     cap_rates = {}
-    for cchunk in args.captum_chunk:
-        captum_per_layer(model, xc[:2], layers, args.steps, cchunk, device)  # warm-up
-        t_cap = timed(lambda c=cchunk: captum_per_layer(model, xc, layers, args.steps, c, device), device)
-        cap_rates[cchunk] = len(xc) / t_cap
-    best_c = max(cap_rates, key=cap_rates.get)
-    cap = cap_rates[best_c]
+    prev = torch.backends.cudnn.benchmark
+    # the peer at its best: each chunk size, with and (on a GPU) without cuDNN autotuning
+    for tune in ((False, True) if device.type == "cuda" else (False,)):
+        torch.backends.cudnn.benchmark = tune
+        for cchunk in args.captum_chunk:
+            xw = xc[: cchunk + (len(xc) % cchunk)]
+            captum_per_layer(model, xw, layers, args.steps, cchunk, device)  # warm-up, both chunk shapes
+            t_cap = timed(lambda c=cchunk: captum_per_layer(model, xc, layers, args.steps, c, device), device)
+            cap_rates[(cchunk, tune)] = len(xc) / t_cap
+    torch.backends.cudnn.benchmark = prev
+    cap = max(cap_rates.values())
     print(f"[retina BN-CNN, conv1+conv2, {args.steps} steps, target sum, {machine(device)}]")
     print(f"  captum: {len(xc)} bins, LayerConductance per layer: "
-          + ", ".join(f"{r:,.0f} bins/s at {c} bins per call" for c, r in cap_rates.items())
+          + ", ".join(f"{r:,.0f} bins/s ({c} bins per call{', autotune' if t else ''})"
+                      for (c, t), r in cap_rates.items())
           + f" -> best {cap:,.0f} bins/s")
     for name, opts in _variants(args, device):
         try:

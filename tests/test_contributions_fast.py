@@ -128,6 +128,11 @@ def test_recording_chunks_are_views_over_frames_that_move_without_materialising(
     assert x.untyped_storage().nbytes() == (16 + 6 - 1) * 100 * 4  # frames, not 16 windows of 6
     y = to_device(x, torch.device("cpu"), torch.float64)  # moved and cast through its storage
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-6, atol=1e-6)
+    # a chunk of windows cut from a long frame array moves only the frames it spans
+    frames = torch.randn(500, 4, 4)
+    view = frames.as_strided((30, 6, 4, 4), (16, 16, 4, 1), 16 * 100)
+    moved = to_device(view, torch.device("meta"), torch.float32)
+    assert moved.shape == view.shape and moved.untyped_storage().nbytes() == (30 + 6 - 1) * 16 * 4
 
 
 @pytest.mark.gpu

@@ -39,15 +39,15 @@ def to_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torc
     """``x`` on ``device`` as ``dtype``; an overlapping strided view (history windows over shared frames)
     moves only its storage and is re-viewed there, never materialised on the host."""
     x = torch.as_tensor(x)
-    if x.device == device or x.numel() == 0:
+    if x.device == device or x.numel() == 0 or any(st < 0 for st in x.stride()):
         return x.to(device=device, dtype=dtype)
-    elem = x.element_size()
-    storage = x.untyped_storage()
-    if storage.nbytes() >= x.numel() * elem or storage.nbytes() % elem:
+    # the span of storage elements the view touches; smaller than numel when windows overlap
+    span = 1 + sum((n - 1) * st for n, st in zip(x.shape, x.stride()))
+    if span >= x.numel():
         return x.to(device=device, dtype=dtype, non_blocking=x.is_pinned())
-    flat = x.new_empty(0).set_(storage, 0, (storage.nbytes() // elem,), (1,))
+    flat = x.new_empty(0).set_(x.untyped_storage(), x.storage_offset(), (span,), (1,))
     flat = flat.to(device=device, dtype=dtype)
-    return flat.as_strided(x.shape, x.stride(), x.storage_offset())
+    return flat.as_strided(x.shape, x.stride(), 0)
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ def interpolate(a: torch.Tensor, a0: torch.Tensor, alphas: torch.Tensor) -> torc
     """``a0 + α (a − a0)`` for every α, step-major: ``(S·B, ...)`` from ``a (B, ...)`` and ``a0``."""
     a0 = a0.expand_as(a)
     shape = (-1,) + (1,) * a.ndim
-    pts = a0.unsqueeze(0) + alphas.to(a.dtype).view(shape) * (a - a0).unsqueeze(0)
+    pts = torch.addcmul(a0.unsqueeze(0), alphas.to(a.dtype).view(shape), (a - a0).unsqueeze(0))  # one pass
     return pts.reshape(-1, *a.shape[1:])
 
 
