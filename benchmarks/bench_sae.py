@@ -1,16 +1,26 @@
-"""SAE training throughput (samples/s) for every kind, and the retina-size fit time.
+"""SAE training throughput (samples/s) for every kind and training variant, and the retina-size fit time.
 
 Two parts, both in one run on the same machine:
 
-1. **Large SAE** (d = 2048, K = 6144, k = 32 for TopK / BatchTopK): training samples/s of each kind
-   (optimiser step included) on CPU (float32) and on the GPU when present (bf16 autocast). TopK and
-   BatchTopK use the sparsity (only the k selected decoder rows per sample via ``embedding_bag``, and only
-   the selected encoder rows receive gradients); the peer is a **naive dense TopK** in the same run
-   (dense codes ``(B, K)``, ``codes @ W_dec``, dense encoder gradient), which computes the same loss.
+1. **Large SAE** (d = 2048, K = 6144, k = 32 for TopK / BatchTopK): training samples/s (forward,
+   backward, Adam step, decoder renormalisation) of each kind and variant, on CPU (float32) and on the GPU
+   when present (bf16 autocast), as one table. The peers run in the same process on the same inputs:
+   **topk-naive** (dense codes ``(B, K)``, ``codes @ W_dec``, dense encoder gradient, plain Adam) and
+   **codec-naive** (the unmodified dense CODEC step ``s · mask``, ``codes @ dictionary``, plain Adam).
+   Variants: TopK encoder backward ``gather`` (``sparse_encoder=True``: gathered encoder rows, scattered
+   gradients) or ``dense-dW`` (``sparse_encoder=False``: one GEMM for ∂W_enc), decoder ``embedding_bag`` in
+   bf16 (default) or fp32; CODEC eager or ``torch.compile``d; batch 4096 and 16384; and ``train_sae`` itself
+   (the library's loop, defaults) at batch 4096. The CODEC rows report the mean L0 of the timed codes
+   (speed depends on it).
 2. **Retina-size SAE** (≈ 6000 bins, d = 16, K = 160, default settings): wall time of
    ``ModeDecomposer(kind).fit`` on a planted dictionary, with the held-out explained variance and L0.
 
-    python benchmarks/bench_sae.py [--steps 5] [--batch 1024] [--gpu-batch 4096] [--gpu-steps 50]
+    python benchmarks/bench_sae.py [--steps 5] [--batch 1024]                     # everything
+    python benchmarks/bench_sae.py --gpu-only [--quick] [--budget 55]              # GPU table only
+
+On the GPU every row is timed with ``torch.cuda.synchronize`` around ``--gpu-steps`` steps after warm-up,
+each row in its own try/except (a failure prints and the run goes on), and rows are skipped once the
+``--budget`` (seconds for the whole GPU part, compilation included) would be exceeded.
 """
 
 from __future__ import annotations
@@ -19,17 +29,23 @@ import argparse
 import platform
 import subprocess
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from retina_codec.modes import ModeDecomposer, atom_recovery, make_sae, planted_dictionary
+from retina_codec.modes.base import TrainStep
+from retina_codec.modes.codec_sae import CodecSAE
 from retina_codec.modes.topk_sae import TopKSAE
+from retina_codec.modes.trainer import TrainConfig, make_optimizer, train_sae
+
+D, K_LATENTS, K_ACTIVE = 2048, 6144, 32
 
 
 class NaiveTopK(TopKSAE):
-    """The peer: TopK computed densely (same parameters and loss, no use of the sparsity)."""
+    """The TopK peer: computed densely (same parameters and loss, no use of the sparsity)."""
 
     kind = "topk-naive"
 
@@ -39,13 +55,36 @@ class NaiveTopK(TopKSAE):
         codes = torch.zeros_like(pre).scatter(1, idx, F.relu(vals))
         recon = codes @ self.W_dec + self.b_dec
         mse = (recon - x).pow(2).mean()
-        fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
-        fired[idx[vals > 0]] = True
-        dead = self._update_dead(fired, x.shape[0])
-        aux = self._aux_loss(x, recon, pre, dead)
-        from retina_codec.modes.base import TrainStep
+        return TrainStep(mse, recon, codes.detach(), {"mse": mse.detach()})
 
-        return TrainStep(mse + self.aux_coef * aux, recon, codes.detach(), {"mse": mse.detach()})
+
+class NaiveCodec(CodecSAE):
+    """The CODEC peer: the unmodified dense step (sigmoid, detached mask, product, dense decoder)."""
+
+    kind = "codec-naive"
+
+    def training_loss(self, x, progress):
+        s = self.scores(x)
+        mask = (s >= self.threshold).to(s.dtype)
+        codes = s * mask
+        recon = codes @ self.dictionary
+        mse = (recon - x).pow(2).mean()
+        sparsity = self.dictionary.abs().mean()
+        return TrainStep(mse + self.l1 * sparsity, recon, codes.detach(), {"mse": mse.detach()})
+
+
+@dataclass
+class Variant:
+    """One row of the table: an SAE ``kind`` built with ``options``, trained at ``batch``."""
+
+    kind: str
+    label: str
+    batch: int
+    options: dict
+    peer: str | None = None  # label of the row this one is compared with
+    fused_adam: bool = True
+    compile: bool = False
+    trainer: bool = False
 
 
 def cpu_name() -> str:
@@ -59,49 +98,124 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def build(kind: str, d: int, k_latents: int, k: int) -> torch.nn.Module:
+def build(kind: str, options: dict) -> torch.nn.Module:
     if kind == "topk-naive":
-        return NaiveTopK(d, k_latents, k, dead_after=10**12)
+        return NaiveTopK(D, K_LATENTS, K_ACTIVE, dead_after=10**12)
+    if kind == "codec-naive":
+        return NaiveCodec(D, K_LATENTS)
     if kind in ("topk", "batchtopk"):
-        return make_sae(kind, d, k_latents, k=k, dead_after=10**12)
-    return make_sae(kind, d, k_latents)
+        return make_sae(kind, D, K_LATENTS, k=K_ACTIVE, dead_after=10**12, **options)
+    return make_sae(kind, D, K_LATENTS, **options)
 
 
-def throughput(kind: str, device: torch.device, d: int, k_latents: int, k: int, batch: int, steps: int,
-               bf16: bool) -> float:
-    """Training samples/s (forward, backward, Adam step, decoder renormalisation)."""
+def measure(v: Variant, device: torch.device, steps: int, bf16: bool, warmup: int = 3) -> tuple[float, float]:
+    """``(samples/s, mean L0 of the last step's codes)`` of variant ``v``."""
     torch.manual_seed(0)
-    sae = build(kind, d, k_latents, k).to(device)
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
-    x = torch.randn(batch, d, device=device)
+    with device:
+        sae = build(v.kind, v.options)
+    x = torch.randn(v.batch, D, device=device)
+    if v.trainer:
+        data = torch.randn(steps * v.batch, D, device=device)
+        cfg = TrainConfig(max_epochs=1, batch_size=v.batch, device=str(device), quiet=True,
+                          precision="bfloat16" if bf16 else "float32", compile=v.compile)
+        cfg_warm = TrainConfig(**{**cfg.__dict__, "max_steps": warmup})
+        train_sae(sae, data[:warmup * v.batch], None, cfg_warm)  # warm-up (kernels, allocator)
+        res = train_sae(sae, data, None, cfg)
+        return res.n_steps * v.batch / res.seconds, float("nan")
+    opt = make_optimizer(list(sae.parameters()), 1e-4, device) if v.fused_adam else \
+        torch.optim.Adam(sae.parameters(), lr=1e-4)
+    if v.compile and not sae.compile_training(True):
+        raise RuntimeError("torch.compile is not available for this SAE")
 
-    def step():
+    def step() -> TrainStep:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = sae.training_loss(x, 0.5)
         opt.zero_grad(set_to_none=True)
         out.loss.float().backward()
         opt.step()
         sae.after_step()
+        return out
 
-    for _ in range(2):  # warm-up (allocations, kernels)
+    for _ in range(warmup):  # allocations, kernels, compilation
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t0)
+        out = step()
+    sync()
+    rate = v.batch * steps / (time.perf_counter() - t0)
+    l0 = float((out.codes > 0).sum(1).float().mean()) if v.kind.startswith("codec") else float("nan")
+    sae.compile_training(False)
+    return rate, l0
 
 
-def large(device: torch.device, batch: int, steps: int, bf16: bool) -> dict[str, float]:
-    d, k_latents, k = 2048, 6144, 32
-    rates = {}
-    for kind in ("topk", "topk-naive", "batchtopk", "codec", "relu"):
-        rates[kind] = throughput(kind, device, d, k_latents, k, batch, steps, bf16)
-        print(f"  {kind:11s} {rates[kind]:14,.0f} samples/s", flush=True)
-    print(f"  TopK sparse / naive dense = {rates['topk'] / rates['topk-naive']:.2f}")
+def variants(batches: tuple[int, ...], compile_rows: bool, gpu: bool) -> list[Variant]:
+    """The table's rows: peers first at each batch, then the variants compared with them."""
+    rows = []
+    for b in batches:
+        rows += [
+            Variant("topk-naive", "peer: dense TopK, Adam", b, {}, fused_adam=False),
+            Variant("topk", "dense-dW enc, bf16 bag (default)" if gpu else "dense-dW enc", b,
+                    {"sparse_encoder": False}, peer="peer: dense TopK, Adam"),
+            Variant("topk", "gather enc (sparse_encoder)", b, {"sparse_encoder": True},
+                    peer="peer: dense TopK, Adam"),
+        ]
+        if gpu:
+            rows.append(Variant("topk", "dense-dW enc, fp32 bag", b,
+                                {"sparse_encoder": False, "low_precision_decoder": False},
+                                peer="peer: dense TopK, Adam"))
+        rows += [
+            Variant("codec-naive", "peer: dense CODEC step, Adam", b, {}, fused_adam=False),
+            Variant("codec", "eager (default)", b, {}, peer="peer: dense CODEC step, Adam"),
+        ]
+        if gpu:
+            rows.append(Variant("codec", "eager, plain Adam", b, {}, peer="peer: dense CODEC step, Adam",
+                                fused_adam=False))
+    if compile_rows:
+        rows += [Variant("codec", "torch.compile", b, {}, peer="peer: dense CODEC step, Adam", compile=True)
+                 for b in batches]
+    b0 = batches[0]
+    rows += [
+        Variant("topk", "train_sae loop (defaults)", b0, {}, peer="peer: dense TopK, Adam", trainer=True),
+        Variant("codec", "train_sae loop (defaults)", b0, {}, peer="peer: dense CODEC step, Adam",
+                trainer=True),
+        Variant("batchtopk", "defaults", b0, {}),
+        Variant("relu", "defaults", b0, {}),
+    ]
+    return rows
+
+
+def large(device: torch.device, batches: tuple[int, ...], steps: int, bf16: bool, budget: float,
+          compile_rows: bool) -> dict[tuple[str, str, int], float]:
+    """Print the throughput table; returns samples/s per (kind, label, batch)."""
+    t_start = time.perf_counter()
+    rates: dict[tuple[str, str, int], float] = {}
+    print(f"  {'kind':11s} {'variant':34s} {'batch':>6s} {'samples/s':>13s} {'vs peer':>8s} {'L0':>6s} "
+          f"{'row s':>6s}", flush=True)
+    for v in variants(batches, compile_rows, device.type == "cuda"):
+        spent = time.perf_counter() - t_start
+        if spent > budget:
+            print(f"  {v.kind:11s} {v.label:34s} {v.batch:6d}  skipped (budget {budget:.0f} s spent)", flush=True)
+            continue
+        t_row = time.perf_counter()
+        try:
+            rate, l0 = measure(v, device, steps, bf16)
+        except Exception as err:  # noqa: BLE001 - one failing variant must not stop the table
+            print(f"  {v.kind:11s} {v.label:34s} {v.batch:6d}  FAILED: {type(err).__name__}: "
+                  f"{str(err).splitlines()[0][:200] if str(err) else ''}", flush=True)
+            continue
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        rates[(v.kind, v.label, v.batch)] = rate
+        peer_kind = "topk-naive" if v.kind == "topk" else "codec-naive"
+        peer = rates.get((peer_kind, v.peer, v.batch)) if v.peer else None
+        ratio = f"{rate / peer:7.2f}x" if peer else "       -"
+        l0s = f"{l0:6.1f}" if np.isfinite(l0) else "     -"
+        print(f"  {v.kind:11s} {v.label:34s} {v.batch:6d} {rate:13,.0f} {ratio} {l0s} "
+              f"{time.perf_counter() - t_row:6.1f}", flush=True)
+    print(f"  (table took {time.perf_counter() - t_start:.1f} s)")
     return rates
 
 
@@ -119,29 +233,39 @@ def retina(threads: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=5, help="timed CPU steps per kind")
+    ap.add_argument("--steps", type=int, default=5, help="timed CPU steps per row")
     ap.add_argument("--batch", type=int, default=1024, help="CPU batch size")
-    ap.add_argument("--gpu-steps", type=int, default=50)
-    ap.add_argument("--gpu-batch", type=int, default=4096)
+    ap.add_argument("--gpu-steps", type=int, default=30, help="timed GPU steps per row")
+    ap.add_argument("--gpu-batches", type=int, nargs="+", default=[4096, 16384])
+    ap.add_argument("--budget", type=float, default=55.0,
+                    help="seconds for the GPU table (rows past it are skipped)")
+    ap.add_argument("--quick", action="store_true", help="GPU: no torch.compile rows, batch 4096 only")
+    ap.add_argument("--no-compile", action="store_true", help="GPU: no torch.compile rows")
+    ap.add_argument("--gpu-only", action="store_true", help="skip the CPU parts")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--skip-retina", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_name()} ({args.threads} threads), torch {torch.__version__}, numpy {np.__version__}")
-    if not args.skip_retina:
+    if not args.skip_retina and not args.gpu_only:
         print("Retina-size SAE: 6000 samples, d=16, K=160, default settings, CPU, 1 thread")
         retina(1)
         torch.set_num_threads(args.threads)
-    if not args.skip_large:
-        print(f"Large SAE on CPU (float32): d=2048, K=6144, k=32, batch {args.batch}, {args.steps} steps")
-        large(torch.device("cpu"), args.batch, args.steps, bf16=False)
-        if torch.cuda.is_available():
-            print(f"Large SAE on {torch.cuda.get_device_name()} (bf16 autocast): batch {args.gpu_batch}, "
-                  f"{args.gpu_steps} steps")
-            large(torch.device("cuda"), args.gpu_batch, args.gpu_steps, bf16=True)
-        else:
-            print("No CUDA device: GPU part skipped")
+    if args.skip_large:
+        return
+    if not args.gpu_only:
+        print(f"Large SAE on CPU (float32): d={D}, K={K_LATENTS}, k={K_ACTIVE}, {args.steps} timed steps")
+        large(torch.device("cpu"), (args.batch,), args.steps, bf16=False, budget=float("inf"),
+              compile_rows=False)
+    if torch.cuda.is_available():
+        batches = tuple(args.gpu_batches[:1]) if args.quick else tuple(args.gpu_batches)
+        print(f"Large SAE on {torch.cuda.get_device_name()} (bf16 autocast), torch {torch.__version__}: "
+              f"d={D}, K={K_LATENTS}, k={K_ACTIVE}, {args.gpu_steps} timed steps per row, budget {args.budget:.0f} s")
+        large(torch.device("cuda"), batches, args.gpu_steps, bf16=True, budget=args.budget,
+              compile_rows=not (args.quick or args.no_compile))
+    else:
+        print("No CUDA device: GPU part skipped")
 
 
 if __name__ == "__main__":

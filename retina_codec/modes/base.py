@@ -8,7 +8,8 @@ inference-time definition, :meth:`SparseAutoencoder.training_loss` the training 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,13 +17,32 @@ from torch import nn
 __all__ = ["SparseAutoencoder", "TrainStep"]
 
 
-class TrainStep(NamedTuple):
-    """One training evaluation: total ``loss`` (scalar), ``recon (B, d)``, ``codes (B, K)``, loss ``parts``."""
+class TrainStep:
+    """One training evaluation: total ``loss`` (scalar), ``recon (B, d)``, ``codes (B, K)``, loss ``parts``.
 
-    loss: torch.Tensor
-    recon: torch.Tensor
-    codes: torch.Tensor
-    parts: dict[str, torch.Tensor]
+    ``codes`` may be given as a zero-argument callable: the dense ``(B, K)`` codes are then built only
+    when read (the training hot loop never reads them; building them costs a ``(B, K)`` scatter).
+    Unpacks like the former named tuple: ``loss, recon, codes, parts = step``.
+    """
+
+    __slots__ = ("loss", "recon", "_codes", "parts")
+
+    def __init__(self, loss: torch.Tensor, recon: torch.Tensor,
+                 codes: torch.Tensor | Callable[[], torch.Tensor], parts: dict[str, torch.Tensor]) -> None:
+        self.loss = loss
+        self.recon = recon
+        self._codes = codes
+        self.parts = parts
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """Detached codes ``(B, K)`` (built on first access when given lazily)."""
+        if callable(self._codes):
+            self._codes = self._codes()
+        return self._codes
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.loss, self.recon, self.codes, self.parts))
 
 
 class SparseAutoencoder(nn.Module):
@@ -63,6 +83,10 @@ class SparseAutoencoder(nn.Module):
     def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
         """Loss of a training batch ``x (B, d)``; ``progress`` in [0, 1] is the fraction of training done."""
         raise NotImplementedError
+
+    def compile_training(self, enabled: bool = True) -> bool:
+        """Compile the training loss with ``torch.compile`` where supported; returns whether it is on."""
+        return False
 
     def after_step(self) -> None:
         """Called after every optimiser step (e.g. to renormalise decoder rows)."""

@@ -14,13 +14,22 @@ dictionaries (d = 16…64, 60 epochs) this raises atom recovery from 0.67–0.85
 remedies were tried and rejected because the loss has no sparsity term on codes: a straight-through or
 JumpReLU-style gate gradient lets every useful code rise above τ (L0 ≈ 100 of 160, recovery ≈ 0), and a
 threshold warm-up from 0.5 leaves dense, mixed atoms (recovery 0.06–0.38).
+
+Training speed: the gate ``c = s · 1[s ≥ τ]`` with the mask detached has ``∂c/∂z = c (1 − c)`` (it is
+``s (1 − s)`` where the gate is open and 0 where it is shut), so one autograd node keeps only the codes
+and its backward is one ``sigmoid_backward`` kernel; the MSE is one ``mse_loss`` kernel. No dense
+temporaries beyond the codes, no host synchronisation. :meth:`CodecSAE.compile_training` optionally
+runs the loss through ``torch.compile`` (falls back to eager when compilation fails).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import SparseAutoencoder, TrainStep
@@ -31,6 +40,27 @@ __all__ = ["CodecSAE"]
 def _normal_quantile(p: float) -> float:
     """Φ⁻¹(p) of the standard normal (p in (0, 1))."""
     return math.sqrt(2.0) * torch.erfinv(torch.tensor(2.0 * p - 1.0, dtype=torch.float64)).item()
+
+
+class _GatedSigmoid(torch.autograd.Function):
+    """``c = σ(z) · 1[σ(z) ≥ τ]`` with the gate detached; backward ``∂z = ∂c · c (1 − c)``."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, threshold: float) -> torch.Tensor:  # noqa: ANN001
+        s = torch.sigmoid(z)
+        codes = s.masked_fill_(s < threshold, 0.0)
+        ctx.save_for_backward(codes)
+        return codes
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        (codes,) = ctx.saved_tensors
+        return torch.ops.aten.sigmoid_backward(grad, codes), None
+
+
+def gated_sigmoid(z: torch.Tensor, threshold: float) -> torch.Tensor:
+    """CODEC codes ``σ(z) · 1[σ(z) ≥ τ]`` (``(B, K)``) whose gradient flows only through open gates."""
+    return _GatedSigmoid.apply(z, float(threshold))
 
 
 class CodecSAE(SparseAutoencoder):
@@ -67,6 +97,7 @@ class CodecSAE(SparseAutoencoder):
         nn.init.xavier_uniform_(self.dictionary)
         if init_active_fraction is not None:
             self._init_last_layer(float(init_active_fraction))
+        self._compiled: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
 
     def _init_last_layer(self, p: float) -> None:
         """Scale the last encoder layer so that P(sigmoid(z) ≥ τ) ≈ p at init (LayerNorm output has unit variance)."""
@@ -96,14 +127,29 @@ class CodecSAE(SparseAutoencoder):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return codes @ self.dictionary
 
-    def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
-        s = self.scores(x)
-        mask = (s >= self.threshold).to(s.dtype)  # the mask is detached: no gradient through the gate
-        codes = s * mask
+    def _loss_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                    torch.Tensor]:
+        """``(loss, recon, codes, mse, atom_l1)`` of a training batch (a pure tensor function)."""
+        codes = gated_sigmoid(self.encoder(x), self.threshold)
         recon = codes @ self.dictionary
-        mse = (recon - x).pow(2).mean()
+        mse = F.mse_loss(recon, x)
         sparsity = self.dictionary.abs().mean()
-        loss = mse + self.l1 * sparsity
+        return mse + self.l1 * sparsity, recon, codes, mse, sparsity
+
+    def compile_training(self, enabled: bool = True) -> bool:
+        """Run :meth:`training_loss` through ``torch.compile`` (fused elementwise work); returns whether on."""
+        self._compiled = None
+        if enabled:
+            try:
+                self._compiled = torch.compile(self._loss_terms, dynamic=False)
+            except Exception as err:  # noqa: BLE001 - any compile set-up failure falls back to eager
+                warnings.warn(f"torch.compile unavailable, training eagerly: {err}", RuntimeWarning,
+                              stacklevel=2)
+        return self._compiled is not None
+
+    def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
+        fn = self._compiled if self._compiled is not None else self._loss_terms
+        loss, recon, codes, mse, sparsity = fn(x)
         return TrainStep(loss, recon, codes.detach(), {"mse": mse.detach(), "atom_l1": sparsity.detach()})
 
     def settings(self) -> dict[str, float | int | str]:

@@ -8,8 +8,15 @@ training samples) are trained by the AuxK loss: the ``aux_k`` largest dead pre-a
 the residual, ``aux_coef · ‖e − ê‖² / ‖e‖²``.
 
 Training uses the sparsity: only the ``k`` selected decoder rows per sample enter the decoder
-(``embedding_bag``), and with ``sparse_encoder=True`` only the selected encoder rows receive gradients
-(the full pre-activations are computed without autograd, the selected ones recomputed with it).
+(``embedding_bag``, in the autocast dtype when autocast is on). Two encoder backward passes give the same
+gradients: ``sparse_encoder=True`` recomputes the selected pre-activations from the gathered encoder rows
+``W_enc[idx] (B, k, d)`` and scatters their gradients back; ``sparse_encoder=False`` back-propagates
+through the dense pre-activations with ONE ``(K, B) @ (B, d)`` product for ``∂W_enc`` (the input needs
+no gradient, and ``b_dec``'s encoder gradient ``−Σ_b ∂L/∂pre_b · W_enc`` is a vector product carried by
+a zero-valued term). ``None`` (default) picks the dense backward on CUDA (tensor cores beat the
+gather/scatter of ``B·k·d`` values) and the sparse one on CPU (measured faster there). The training step
+never synchronises with the host: dead-latent bookkeeping stays on the device and the AuxK loss is
+masked instead of sized by the number of dead latents.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ def sparse_decode(indices: torch.Tensor, values: torch.Tensor, weight: torch.Ten
 
 class _TopKBase(SparseAutoencoder):
     def __init__(self, n_features: int, n_latents: int, k: int = 8, *, aux_k: int | None = None,
-                 aux_coef: float = 1.0 / 32.0, dead_after: int = 20_000, sparse_encoder: bool = True) -> None:
+                 aux_coef: float = 1.0 / 32.0, dead_after: int = 20_000, sparse_encoder: bool | None = None,
+                 low_precision_decoder: bool = True) -> None:
         super().__init__(n_features, n_latents)
         if not 1 <= k <= n_latents:
             raise ValueError(f"k must lie in [1, n_latents={n_latents}]; got {k}")
@@ -43,7 +51,8 @@ class _TopKBase(SparseAutoencoder):
         self.aux_k = int(aux_k) if aux_k is not None else min(n_latents, 2 * self.k)
         self.aux_coef = float(aux_coef)
         self.dead_after = int(dead_after)
-        self.sparse_encoder = bool(sparse_encoder)
+        self.sparse_encoder = None if sparse_encoder is None else bool(sparse_encoder)
+        self.low_precision_decoder = bool(low_precision_decoder)
         w = torch.randn(n_latents, n_features)
         w /= w.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(w.clone())
@@ -51,6 +60,11 @@ class _TopKBase(SparseAutoencoder):
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
         self.b_dec = nn.Parameter(torch.zeros(n_features))
         self.register_buffer("samples_since_fired", torch.zeros(n_latents, dtype=torch.long))
+        self._seen_bound: int | None = None  # host-side upper bound of samples_since_fired.max()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seen_bound = None  # the loaded counters may exceed the bound
 
     def init_from_data(self, x: torch.Tensor) -> None:
         """Set the decoder bias to the mean of (a sample of) the training data ``(n, d)``."""
@@ -61,11 +75,34 @@ class _TopKBase(SparseAutoencoder):
         """``(B, K)`` pre-activations ``(x − b_dec) W_encᵀ + b_enc``."""
         return (x - self.b_dec) @ self.W_enc.t() + self.b_enc
 
+    def _uses_sparse_encoder(self, x: torch.Tensor) -> bool:
+        return self.sparse_encoder if self.sparse_encoder is not None else x.device.type != "cuda"
+
+    def _pre_for_training(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activations ``(B, K)`` whose backward is one GEMM (``∂W_enc``) plus vector work.
+
+        Same value and gradients as :meth:`pre_activations`: ``x − b_dec`` is formed without autograd (no
+        ``(B, K) @ (K, d)`` input gradient) and the zero term ``(b_dec − b_dec.detach()) W_encᵀ`` gives
+        ``b_dec`` its encoder gradient.
+        """
+        xc = x - self.b_dec.detach()
+        carry = (self.b_dec - self.b_dec.detach()) @ self.W_enc.detach().t()
+        return torch.addmm(self.b_enc - carry, xc, self.W_enc.t())
+
     def _selected(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Pre-activations of the selected latents ``indices (B, k)``, differentiable in the encoder."""
         xc = x - self.b_dec
         w = self.W_enc[indices]  # (B, k, d)
         return torch.bmm(w, xc.unsqueeze(-1)).squeeze(-1) + self.b_enc[indices]
+
+    def _decode_sparse(self, indices: torch.Tensor, values: torch.Tensor,
+                       offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """``Σ values · W_dec[indices]`` per sample (``(B, d)``), in the autocast dtype when autocast is on."""
+        weight = self.W_dec
+        dev = indices.device.type
+        if self.low_precision_decoder and torch.is_autocast_enabled(dev):
+            weight = weight.to(torch.get_autocast_dtype(dev))
+        return sparse_decode(indices, values, weight, offsets)
 
     def atoms(self) -> torch.Tensor:
         return self.W_dec
@@ -77,30 +114,60 @@ class _TopKBase(SparseAutoencoder):
         with torch.no_grad():
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def _update_dead(self, fired: torch.Tensor, batch: int) -> torch.Tensor:
-        """Track samples since each latent fired (``fired (K,)`` bool); returns the dead mask."""
+    def _fired(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``(K,)`` bool: latents with a positive value among ``indices``/``values`` (no host sync)."""
+        hits = torch.zeros(self.n_latents, dtype=torch.int32, device=indices.device)
+        hits.index_add_(0, indices.reshape(-1), (values.detach() > 0).reshape(-1).to(torch.int32))
+        return hits > 0
+
+    def _update_dead(self, fired: torch.Tensor, batch: int) -> tuple[torch.Tensor, bool]:
+        """Track samples since each latent fired (``fired (K,)`` bool).
+
+        Returns the dead mask and whether any latent can be dead (a host-side bound: ``False`` until
+        ``dead_after`` samples have passed, so early steps skip the AuxK loss without reading the GPU).
+        """
+        if self._seen_bound is None:
+            self._seen_bound = int(self.samples_since_fired.max()) if self.samples_since_fired.numel() else 0
+        self._seen_bound += batch
         with torch.no_grad():
             self.samples_since_fired += batch
-            self.samples_since_fired[fired] = 0
-        return self.samples_since_fired >= self.dead_after
+            self.samples_since_fired.masked_fill_(fired, 0)
+        return self.samples_since_fired >= self.dead_after, self._seen_bound >= self.dead_after
 
-    def _aux_loss(self, x: torch.Tensor, recon: torch.Tensor, pre: torch.Tensor,
-                  dead: torch.Tensor) -> torch.Tensor:
-        n_dead = int(dead.sum())
-        if n_dead == 0 or self.aux_coef == 0.0:
+    def _aux_loss(self, x: torch.Tensor, recon: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
+                  maybe_dead: bool, pre_grad: torch.Tensor | None) -> torch.Tensor:
+        """AuxK loss; ``pre_grad`` (differentiable pre-activations) replaces the recomputation when given.
+
+        Takes the ``aux_k`` largest pre-activations among dead latents; when fewer are dead the others
+        (masked to −inf) get weight 0, and the loss is 0 when none is dead — all without a host sync.
+        """
+        if not maybe_dead or self.aux_coef == 0.0:
             return recon.new_zeros(())
-        kk = min(self.aux_k, n_dead)
-        masked = pre.detach().masked_fill(~dead, float("-inf"))
-        idx = masked.topk(kk, dim=1).indices
-        vals = F.relu(self._selected(x, idx))
+        kk = min(self.aux_k, self.n_latents)
+        top, idx = pre.detach().masked_fill(~dead, float("-inf")).topk(kk, dim=1)
+        sel = pre_grad.gather(1, idx) if pre_grad is not None else self._selected(x, idx)
+        vals = F.relu(sel).masked_fill(torch.isinf(top), 0.0)
         err = (x - recon).detach()
-        err_hat = sparse_decode(idx, vals, self.W_dec)
-        return (err_hat - err).pow(2).sum() / err.pow(2).sum().clamp_min(1e-12)
+        err_hat = self._decode_sparse(idx, vals)
+        aux = (err_hat - err).pow(2).sum() / err.pow(2).sum().clamp_min(1e-12)
+        return aux * dead.any()
 
     def settings(self) -> dict[str, float | int | str]:
         out = super().settings()
         out.update(k=self.k, aux_k=self.aux_k, aux_coef=self.aux_coef, dead_after=self.dead_after)
         return out
+
+
+def _dense_codes(indices: torch.Tensor, values: torch.Tensor, n_latents: int):  # noqa: ANN202
+    """A closure that scatters ``values`` at ``indices`` (``(B, k)`` or rows/cols) into ``(B, K)`` codes."""
+    vals = values.detach()
+    dtype = torch.promote_types(vals.dtype, torch.float32)
+
+    def build() -> torch.Tensor:
+        out = torch.zeros(indices.shape[0], n_latents, dtype=dtype, device=vals.device)
+        return out.scatter_(1, indices, vals.to(dtype))
+
+    return build
 
 
 class TopKSAE(_TopKBase):
@@ -114,23 +181,22 @@ class TopKSAE(_TopKBase):
         return torch.zeros_like(pre).scatter_(1, idx, F.relu(vals))
 
     def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
-        if self.sparse_encoder:
+        pre_grad = None
+        if self._uses_sparse_encoder(x):
             with torch.no_grad():
                 pre = self.pre_activations(x)
             idx = pre.topk(self.k, dim=1).indices
             vals = F.relu(self._selected(x, idx))
         else:
-            pre = self.pre_activations(x)
+            pre = pre_grad = self._pre_for_training(x)
             top, idx = pre.topk(self.k, dim=1)
             vals = F.relu(top)
-        recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec
+        recon = self._decode_sparse(idx, vals) + self.b_dec
         mse = (recon - x).pow(2).mean()
-        fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
-        fired[idx[vals > 0]] = True
-        dead = self._update_dead(fired, x.shape[0])
-        aux = self._aux_loss(x, recon, pre, dead)
-        codes = torch.zeros_like(pre).scatter_(1, idx, vals.detach().to(pre.dtype))
-        return TrainStep(mse + self.aux_coef * aux, recon, codes, {"mse": mse.detach(), "aux": aux.detach()})
+        dead, maybe_dead = self._update_dead(self._fired(idx, vals), x.shape[0])
+        aux = self._aux_loss(x, recon, pre, dead, maybe_dead, pre_grad)
+        return TrainStep(mse + self.aux_coef * aux, recon, _dense_codes(idx, vals, self.n_latents),
+                         {"mse": mse.detach(), "aux": aux.detach()})
 
 
 class BatchTopKSAE(_TopKBase):
@@ -151,32 +217,39 @@ class BatchTopKSAE(_TopKBase):
 
     def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
         b = x.shape[0]
+        sparse = self._uses_sparse_encoder(x)
+        pre_grad = None if sparse else self._pre_for_training(x)
         with torch.no_grad():
-            pre = self.pre_activations(x)
+            pre = self.pre_activations(x) if sparse else pre_grad.detach()
             flat = F.relu(pre).flatten()
             keep = flat.topk(min(self.k * b, flat.numel())).indices
             keep = keep[flat[keep] > 0]
             keep, _ = keep.sort()  # row-major: samples stay contiguous for the offsets
             rows, cols = keep // self.n_latents, keep % self.n_latents
             if keep.numel():
-                smallest = flat[keep].min()
+                smallest = flat[keep].min().float()
                 self.theta.copy_(smallest if torch.isnan(self.theta)
                                  else (1 - self.threshold_momentum) * self.theta
                                  + self.threshold_momentum * smallest)
             offsets = torch.zeros(b, dtype=torch.long, device=x.device)
             offsets[1:] = torch.bincount(rows, minlength=b).cumsum(0)[:-1]
-        if self.sparse_encoder:
+        if sparse:
             vals = F.relu(((x[rows] - self.b_dec) * self.W_enc[cols]).sum(-1) + self.b_enc[cols])
         else:
-            vals = F.relu(self.pre_activations(x)[rows, cols])
-        recon = sparse_decode(cols, vals, self.W_dec, offsets) + self.b_dec
+            vals = F.relu(pre_grad[rows, cols])
+        recon = self._decode_sparse(cols, vals, offsets) + self.b_dec
         mse = (recon - x).pow(2).mean()
         fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
         fired[cols] = True
-        dead = self._update_dead(fired, b)
-        aux = self._aux_loss(x, recon, pre, dead)
-        codes = torch.zeros_like(pre)
-        codes[rows, cols] = vals.detach().to(pre.dtype)
+        dead, maybe_dead = self._update_dead(fired, b)
+        aux = self._aux_loss(x, recon, pre, dead, maybe_dead, pre_grad)
+        codes_dtype = torch.promote_types(vals.dtype, torch.float32)
+
+        def codes() -> torch.Tensor:
+            out = torch.zeros(b, self.n_latents, dtype=codes_dtype, device=x.device)
+            out[rows, cols] = vals.detach().to(codes_dtype)
+            return out
+
         return TrainStep(mse + self.aux_coef * aux, recon, codes, {"mse": mse.detach(), "aux": aux.detach()})
 
     def settings(self) -> dict[str, float | int | str]:

@@ -3,6 +3,11 @@
 The trainer is deterministic for a given ``seed`` (shuffling and dropout draw from seeded generators),
 uses the GPU when present (``device="auto"``) and bf16 autocast there (``precision="auto"``), and shows a
 progress bar (:func:`retina_codec.progress.progress`) that ``quiet`` silences.
+
+The step loop never waits for the GPU (the epoch loss is summed on the device and read once per epoch);
+Adam is the fused CUDA kernel on GPUs; ``compile=True`` runs the SAE's loss through ``torch.compile``
+where the SAE supports it (:meth:`SparseAutoencoder.compile_training`), falling back to eager when the
+first compiled step fails.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -17,7 +23,7 @@ import torch
 from ..progress import progress
 from .base import SparseAutoencoder
 
-__all__ = ["TrainConfig", "TrainResult", "train_sae", "resolve_device", "resolve_dtype"]
+__all__ = ["TrainConfig", "TrainResult", "train_sae", "resolve_device", "resolve_dtype", "make_optimizer"]
 
 
 @dataclass
@@ -27,7 +33,7 @@ class TrainConfig:
     ``lr_warmup``: fraction of steps with a linear learning-rate ramp; afterwards cosine decay to
     ``lr · lr_final``. ``patience``: epochs without a relative held-out improvement of ``min_delta``
     before stopping. ``max_steps`` caps the number of
-    optimiser steps (benchmarks).
+    optimiser steps (benchmarks). ``compile``: ``torch.compile`` the loss (CODEC SAE; others ignore it).
     """
 
     max_epochs: int = 200
@@ -42,6 +48,7 @@ class TrainConfig:
     precision: str = "auto"
     max_steps: int | None = None
     quiet: bool | None = None
+    compile: bool = False
 
 
 @dataclass
@@ -73,6 +80,16 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16
     return torch.bfloat16 if precision == "bfloat16" else None
+
+
+def make_optimizer(params, lr: float, device: torch.device) -> torch.optim.Adam:  # noqa: ANN001
+    """Adam; the fused single-kernel implementation on CUDA (the plain one where fused is unavailable)."""
+    if device.type == "cuda":
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(params, lr=lr)
 
 
 def _lr_factor(step: int, total: int, warmup: float, final: float) -> float:
@@ -118,7 +135,16 @@ def train_sae(sae: SparseAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    opt = make_optimizer(list(sae.parameters()), cfg.lr, device)
+    may_fall_back = bool(cfg.compile) and sae.compile_training(True)
+
+    def forward_backward(xb: torch.Tensor, frac: float):  # noqa: ANN202
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = sae.training_loss(xb, frac)
+        opt.zero_grad(set_to_none=True)
+        out.loss.float().backward()
+        return out
+
     result = TrainResult()
     best, best_state, bad = math.inf, None, 0
     t0 = time.perf_counter()
@@ -135,10 +161,16 @@ def train_sae(sae: SparseAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor
                 xb = x_train[perm[b * bs:(b + 1) * bs]]
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * _lr_factor(step, total, cfg.lr_warmup, cfg.lr_final)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    out = sae.training_loss(xb, step / total)
-                opt.zero_grad(set_to_none=True)
-                out.loss.float().backward()
+                try:
+                    out = forward_backward(xb, step / total)
+                except Exception as err:  # noqa: BLE001 - a failed first compiled step falls back to eager
+                    if not may_fall_back:
+                        raise
+                    warnings.warn(f"compiled SAE step failed, training eagerly: {err}", RuntimeWarning,
+                                  stacklevel=2)
+                    sae.compile_training(False)
+                    out = forward_backward(xb, step / total)
+                may_fall_back = False
                 opt.step()
                 sae.after_step()
                 running += out.loss.detach().float()
@@ -162,6 +194,7 @@ def train_sae(sae: SparseAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor
                 break
     finally:
         bar.close()
+        sae.compile_training(False)
     if best_state is not None:
         sae.load_state_dict(best_state)
     sae.eval()
