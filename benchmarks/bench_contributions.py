@@ -87,11 +87,12 @@ def _variants(args, device) -> list[tuple[str, dict]]:
         return [("default", {})]
     rows = [("default (cuDNN autotune)", {}), ("no autotune (plain cuDNN heuristics)", {"autotune": False}),
             ("fft convolutions", {"fast_conv": "fft"}), ("channels-last", {"channels_last": True}),
-            ("fft + channels-last", {"fast_conv": "fft", "channels_last": True})]
+            ("fft + channels-last", {"fast_conv": "fft", "channels_last": True}),
+            ("bf16 autocast", {"autocast": True}), ("bf16 autocast + channels-last", {"autocast": True, "channels_last": True})]
     return [r for r in rows if args.variants is None or any(v in r[0] for v in args.variants)]
 
 
-def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int]:
+def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int, str]:
     from retina_codec.contributions import ContributionEngine
 
     autotune = opts.pop("autotune", True)
@@ -106,12 +107,14 @@ def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int]:
         _ours(model, x[: min(len(x), chunk)], layers, args, device, chunk, **opts)  # warm-up + autotune
         if chunk < len(x) and len(x) % chunk:
             _ours(model, x[: len(x) % chunk], layers, args, device, chunk, **opts)  # the last chunk's shape
-        t = timed(lambda: _ours(model, x, layers, args, device, chunk, **opts), device)
+        box = []
+        t = timed(lambda: box.append(_ours(model, x, layers, args, device, chunk, **opts)), device)
     finally:
         if not autotune:
             engine_mod._cudnn_autotune = orig
         torch.backends.cudnn.benchmark = prev
-    return t, chunk
+    summary = box[0].summary()
+    return t, chunk, "/".join(f"{summary[n]['total_rel']:.2%}" for n in layers)
 
 
 def _null():
@@ -146,13 +149,13 @@ def section_retina(args, device) -> None:
           + f" -> best {cap:,.0f} bins/s")
     for name, opts in _variants(args, device):
         try:
-            t, chunk = _time_variant(model, x, layers, args, device, dict(opts))
+            t, chunk, compl = _time_variant(model, x, layers, args, device, dict(opts))
         except Exception as exc:  # noqa: BLE001 - report and go on with the other variants
             print(f"  ours [{name}]: FAILED {type(exc).__name__}: {str(exc)[:200]}")
             continue
         ours = len(x) / t
-        print(f"  ours [{name}]: {len(x)} bins in {t:.3f} s = {ours:,.0f} bins/s (chunk {chunk}) "
-              f"-> ratio ours/captum = {ours / cap:.1f}x")
+        print(f"  ours [{name}]: {len(x)} bins in {t:.3f} s = {ours:,.0f} bins/s (chunk {chunk}, completeness "
+              f"error {compl}) -> ratio ours/captum = {ours / cap:.1f}x")
     if device.type == "cuda" and not args.no_recording:
         section_recording(args, device, model, layers)
     if device.type == "cuda" and args.profile:
@@ -249,7 +252,8 @@ def section_resnet(args, device) -> None:
           f"{args.captum_resnet_chunk} images per call)")
     rows = [("default", {})]
     if device.type == "cuda":
-        rows.append(("channels-last", {"channels_last": True}))
+        rows += [("channels-last", {"channels_last": True}), ("bf16 autocast + channels-last",
+                                                            {"autocast": True, "channels_last": True})]
     for name, opts in rows:
         try:
             run = lambda xx, o=opts: contributions(model, xx, blocks, target="top1_logit", steps=10,  # noqa: E731

@@ -172,3 +172,17 @@ def test_gpu_recording_input_equals_cpu():
     np.testing.assert_array_equal(got.bins, ref.bins)
     for n in ("conv1", "conv2"):
         np.testing.assert_allclose(got[n], ref[n], rtol=2e-3, atol=2e-3 * np.abs(ref[n]).max())
+
+
+def test_bf16_autocast_stays_close_to_float32_and_is_recorded():
+    model = small_bncnn(n_cells=4, kernel_sizes=(7, 3))
+    x = torch.randn(6, 6, 14, 14, generator=torch.Generator().manual_seed(4))
+    kw = {"target": "sum", "steps": 10, "device": "cpu", "quiet": True}
+    ref = contributions(model, x, ["conv1", "conv2"], **kw)
+    got = contributions(model, x, ["conv1", "conv2"], autocast=True, **kw)
+    assert got.settings["precision"] == "bf16 autocast" and "precision" not in ref.settings
+    assert got["conv1"].dtype == np.float32
+    for n in ("conv1", "conv2"):
+        scale = np.abs(ref[n]).max()
+        assert np.abs(got[n] - ref[n]).max() < 0.05 * scale
+        assert got.summary()[n]["total_rel"] < 0.05

@@ -107,7 +107,7 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
                   batch_size: int | str = "auto", device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None, quiet: bool | None = None, split: str | None = "test",
                   history: int | None = None, reference: Any = None, fast_conv: str = "auto",
-                  channels_last: bool | None = None) -> ContributionResult:
+                  channels_last: bool | None = None, autocast: bool = False) -> ContributionResult:
     """Contributions of the hooked ``layers`` to ``target`` for every sample of ``inputs`` (in memory).
 
     Parameters
@@ -128,13 +128,16 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
     fast_conv : ``"fft"`` evaluates large-kernel convolutions (≥ 7×7) with FFTs, ``"native"`` never,
         ``"auto"`` where that was measured faster (benchmarks/RESULTS.md). Same numbers to float rounding.
     channels_last : run 4-D layers in channels-last layout (``None``: the engine's default for the device).
+    autocast : bf16 mixed precision for the forward and backward passes (GPU speed; contributions then
+        carry bf16 rounding, visible in the completeness error); targets and sums stay in float32.
 
     For outputs too large for memory use :func:`~.store.write_contributions`, which streams to HDF5.
     """
     source = as_source(inputs, model, split=split, history=history)
     tgt = make_target(target)
     engine = ContributionEngine(model, layers, tgt, method, steps, rule, baseline, reduce, device, dtype,
-                                fast_conv=fast_conv, channels_last=channels_last)
+                                fast_conv=fast_conv, channels_last=channels_last,
+                                autocast=autocast)
     if tgt.needs_reference and not getattr(tgt, "fitted", True):
         ref = source if reference is None else as_source(reference, model, split=split, history=history)
         fit_reference(model, tgt, ref, device=engine.device, dtype=dtype, quiet=quiet)

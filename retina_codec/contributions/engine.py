@@ -121,7 +121,7 @@ class ContributionEngine:
                  baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                  stem: Any = "auto", fast_conv: str = "auto", channels_last: bool | None = None,
-                 autotune: bool = True) -> None:
+                 autotune: bool = True, autocast: bool = False) -> None:
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
@@ -142,6 +142,7 @@ class ContributionEngine:
         self.fast_conv = fast_conv
         self.channels_last = channels_last
         self.autotune = autotune
+        self.autocast = bool(autocast)
         self._stack: contextlib.ExitStack | None = None
         self._s0_cache: tuple[tuple, torch.Tensor] | None = None
 
@@ -192,6 +193,7 @@ class ContributionEngine:
             "target": self.target.describe(), "layers": list(self.layers), "reduction": list(self.reduce),
             "baseline": float(b) if not isinstance(b, torch.Tensor) else "tensor",
             "affine_stem": list(self.stem.names) if self.stem is not None else [],
+            **({"precision": "bf16 autocast"} if self.autocast else {}),
         }
 
     # ---- shapes and batch size --------------------------------------------------------------------
@@ -265,6 +267,8 @@ class ContributionEngine:
         """
         s, b = alphas.shape[0], x.shape[0]
         with contextlib.ExitStack() as stack:
+            if self.autocast:  # bf16 mixed precision for the passes; targets and sums stay in float32
+                stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
             if self.stem is not None:
                 pts = interpolate(self.stem(x), self._stem_baseline(x0, x), alphas)
                 stack.enter_context(self.stem.replaying(pts))
@@ -278,6 +282,8 @@ class ContributionEngine:
             out = self.model(inp)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"model output: expected a tensor, found {type(out).__name__}")
+        if self.autocast:
+            out = out.to(self.run_dtype)
         return out.reshape(s, b, *out.shape[1:])
 
     def _values(self, out: torch.Tensor, out_x: torch.Tensor) -> torch.Tensor:
@@ -357,8 +363,8 @@ class ContributionEngine:
         contribs, errors = {}, {}
         with torch.no_grad():
             for name, a, g in zip(self.layers, acts, grads):
-                a = a.detach().reshape(s, b, *a.shape[1:])
-                g = g.reshape(g.shape[0], s, b, *a.shape[2:])
+                a = a.detach().to(self.run_dtype).reshape(s, b, *a.shape[1:])
+                g = g.to(self.run_dtype).reshape(g.shape[0], s, b, *a.shape[2:])
                 a_0 = a[alphas_l.index(0.0)] if 0.0 in alphas_l else None
                 c = self.method.combine(a, g, a[i1], a_0)
                 contribs[name], errors[name] = self._finish(c, f_x, f_0)
