@@ -71,18 +71,18 @@ class Conductance(Method):
         return _grid(self.steps)
 
     def combine(self, acts, grads, a_x, a_0):
-        da = acts[1:] - acts[:-1]  # (m, B, ...)
         if self.rule == "left":
+            da = acts[1:] - acts[:-1]  # (m, B, ...)
             return (grads[:, :-1] * da.unsqueeze(0)).sum(1)
-        # trapezoid regrouped per path point: Σ_k g_k ⊙ ½(Δa_k + Δa_{k+1}), Δa_0 = Δa_{m+1} = 0, so the
-        # target-independent weights are formed once and each target costs one multiply-add per point
+        # trapezoid regrouped per path point: Σ_k g_k ⊙ ½(Δa_k + Δa_{k+1}) with Δa_0 = Δa_{m+1} = 0, i.e.
+        # weights ½(a_{k+1} − a_{k−1}) inside and ½Δa at both ends: formed in one pass, target-independent,
+        # so each target costs one multiply-add per point (memory-bound on a GPU: few passes matter)
         w = torch.empty_like(acts)
-        w[0] = da[0]
-        w[-1] = da[-1]
-        if len(da) > 1:
-            torch.add(da[:-1], da[1:], out=w[1:-1])
-        w.mul_(0.5)
-        return (grads * w.unsqueeze(0)).sum(1)
+        torch.sub(acts[1], acts[0], out=w[0])
+        torch.sub(acts[-1], acts[-2], out=w[-1])
+        if len(acts) > 2:
+            torch.sub(acts[2:], acts[:-2], out=w[1:-1])
+        return (grads * w.unsqueeze(0)).sum(1).mul_(0.5)
 
 
 class LayerIntegratedGradients(Method):
