@@ -106,7 +106,7 @@ def spike_triggered_average(
     weights: np.ndarray | None = None,
     normalize: bool = True,
     batch_size: int = 4096,
-    method: str = "fft",
+    method: str = "auto",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     quiet: bool | None = None,
@@ -123,7 +123,8 @@ def spike_triggered_average(
         rates on the same bins, for reverse correlation).
     normalize : z-score the stimulus with :meth:`Recording.normalization` (``False``: raw values).
     batch_size : bins per chunk; memory is ``O(batch_size·H·W + N·h·H·W)``.
-    method, device, dtype : see :class:`~retina_codec.rf.correlate.WindowCorrelator`.
+    method, device, dtype : see :class:`~retina_codec.rf.correlate.WindowCorrelator`; ``"auto"`` (default)
+        uses exact int8 products for chunks of binary frames with integer counts (CPU), the FFT otherwise.
     """
     idx = select_cells(recording, cells)
     resp = recording.responses[:, idx] if weights is None else np.asarray(weights)
