@@ -6,7 +6,7 @@ import torch
 from pyret import filtertools
 
 from retina_codec.recordings import Recording
-from retina_codec.rf.correlate import WindowCorrelator
+from retina_codec.rf.correlate import WindowCorrelator, two_level_codes
 from retina_codec.rf.sta import spike_triggered_average, spike_triggered_covariance, window_lags
 
 
@@ -27,7 +27,7 @@ def _spike_times(rec, cell, rng):
     return np.sort(starts + rng.uniform(0.1, 0.9, starts.size) / rec.frame_rate)
 
 
-@pytest.mark.parametrize("method", ["fft", "direct"])
+@pytest.mark.parametrize("method", ["fft", "direct", "int8", "auto"])
 @pytest.mark.parametrize("nb,na", [(10, 0), (8, 3)])
 def test_sta_equals_pyret_with_the_documented_alignment(method, nb, na):
     rec = _spiking_recording()
@@ -110,3 +110,63 @@ def test_stc_crop_lags_and_basis_select_the_same_coordinates():
     np.testing.assert_allclose(proj.stc[0], basis.T @ full.stc[0] @ basis, atol=1e-8)
     with pytest.raises(ValueError, match="max_dim"):
         spike_triggered_covariance(rec, history=4, max_dim=100, quiet=True)
+
+
+def _reference_sums(frames, weights, h):
+    """Σ_b w(b) frames[b : b + h] in float64, the definition."""
+    f = frames.astype(np.float64).reshape(len(frames), -1)
+    wins = np.stack([f[b : b + h] for b in range(len(weights))])
+    return np.einsum("bn,bjp->njp", weights.astype(np.float64), wins).reshape((weights.shape[1], h) + frames.shape[1:])
+
+
+@pytest.mark.parametrize("levels", [(-1.0, 1.0), (-0.9013, 1.1092), (0.0, 255.0)])
+def test_int8_sums_of_binary_frames_are_exact(levels):
+    rng = np.random.default_rng(7)
+    h, b = 6, 300
+    frames = np.where(rng.random((b + h - 1, 4, 5)) < 0.3, levels[1], levels[0]).astype(np.float32)
+    weights = rng.poisson(0.7, (b, 3)).astype(np.float32)
+    weights[5, 0], weights[9, 2] = 127, -128  # int8 extremes
+    corr = WindowCorrelator(3, h, (4, 5), method="int8", device="cpu")
+    for a in range(0, b, 70):  # chunks with a shared tail, as a stream
+        e = min(b, a + 70)
+        corr.update(frames[a : e + h - 1], weights[a:e])
+    np.testing.assert_allclose(corr.sums(), _reference_sums(frames, weights, h), rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(corr.weight_sum, weights.sum(0))
+
+
+def test_auto_falls_back_to_fft_for_graded_frames_rates_and_changing_levels():
+    rng = np.random.default_rng(8)
+    h, b = 5, 200
+    binary = rng.choice(np.array([-1.0, 1.0], np.float32), (b + h - 1, 3, 3))
+    graded = rng.standard_normal((b + h - 1, 3, 3)).astype(np.float32)
+    counts = rng.poisson(1.0, (b, 2)).astype(np.float32)
+    rates = rng.random((b, 2)).astype(np.float32)
+    for frames, weights in ((binary, counts), (graded, counts), (binary, rates), (2 * binary + 3, counts)):
+        corr = WindowCorrelator(2, h, (3, 3), method="auto", device="cpu")
+        first, second = frames[: 100 + h - 1], 2 * frames[100:] + 1  # other levels in the second call
+        corr.update(first, weights[:100])
+        corr.update(second, weights[100:])
+        ref = _reference_sums(first, weights[:100], h) + _reference_sums(second, weights[100:], h)
+        np.testing.assert_allclose(corr.sums(), ref, atol=1e-4)
+
+
+def test_int8_method_refuses_frames_it_cannot_represent_exactly():
+    corr = WindowCorrelator(1, 3, (2, 2), method="int8", device="cpu")
+    frames = np.tile(np.array([0.0, 0.5, 1.0], np.float32)[:, None, None], (4, 2, 2))
+    with pytest.raises(ValueError, match="two values"):
+        corr.update(frames[:5], np.ones((3, 1), np.float32))
+    with pytest.raises(ValueError, match="integer weights"):
+        corr.update(np.ones((5, 2, 2), np.float32), np.full((3, 1), 0.5, np.float32))
+
+
+def test_two_level_codes_reconstruct_the_array_and_reject_a_third_value():
+    rng = np.random.default_rng(9)
+    x = np.where(rng.random((50, 7)) < 0.5, -0.25, 3.5).astype(np.float32)
+    k, lo, hi = two_level_codes(x, levels=(0.0, 1.0))  # a wrong guess is corrected
+    assert (lo, hi) == (-0.25, 3.5) and k.dtype == np.int8
+    np.testing.assert_array_equal(lo + (hi - lo) * k, x)
+    x[20, 3] = 1.0
+    assert two_level_codes(x) is None
+    x[:] = 2.0  # one level only
+    k, lo, hi = two_level_codes(x)
+    np.testing.assert_array_equal(lo + (hi - lo) * k, x)
