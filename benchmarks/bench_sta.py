@@ -6,10 +6,13 @@ their bins) and the in-memory float32 stimulus, as a user would call it; the res
 A second part runs the STA on an HDF5-backed (lazy) recording of two lengths in fresh processes and prints
 the peak resident memory of each: it should not grow with the recording.
 
-    python benchmarks/bench_sta.py [--frames 20000] [--cells 16] [--skip-memory] [--irf]
+    python benchmarks/bench_sta.py [--frames 20000] [--cells 16] [--skip-memory] [--irf] [--pyret-repeats 2]
+    python benchmarks/bench_sta.py --gpu-only [--irf-batch 128]
 
 ``--irf`` adds the throughput of instantaneous RFs of a default BN-CNN (GPU when present): one batched
-backward over all cells vs a loop over cells.
+backward over all cells vs a loop over cells. ``--gpu-only`` runs just that and the STA on the GPU (methods
+``fft`` and ``direct``) against pyret on the host CPU, each variant guarded so a failure is printed and the
+rest still runs.
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ def spike_times(times: np.ndarray, counts: np.ndarray, rng: np.random.Generator)
     return np.sort(starts + rng.uniform(0.1, 0.9, starts.size) * 0.01)
 
 
-def bench_speed(frames: int, cells: int, history: int, repeats: int) -> None:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_speed(frames: int, cells: int, history: int, repeats: int, device: str = "cpu",
+                methods: tuple[tuple[str, torch.dtype], ...] | None = None, pyret_repeats: int = 1) -> None:
+    """Time pyret's ``filtertools.sta`` (loop over cells) and ours on the same data; each of ours in
+    try/except so that one failing variant does not stop the others."""
     from pyret import filtertools
 
     from retina_codec.recordings import Recording
@@ -53,23 +64,35 @@ def bench_speed(frames: int, cells: int, history: int, repeats: int) -> None:
     rng = np.random.default_rng(1)
     spikes = [spike_times(times, counts[:, i], rng) for i in range(cells)]
     print(f"data: {frames} frames of 50x50 white noise, {cells} cells, history {history}, "
-          f"{int(counts.sum())} spikes in {int((counts > 0).sum())} (cell, bin) pairs")
+          f"{int(counts.sum())} spikes in {int((counts > 0).sum())} (cell, bin) pairs; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
 
-    t0 = time.perf_counter()
-    ref = np.stack([filtertools.sta(times, stim, s, history)[0] for s in spikes])
-    t_pyret = time.perf_counter() - t0
-    print(f"pyret filtertools.sta, loop over cells: {t_pyret:8.3f} s")
+    t_pyret = np.inf
+    for _ in range(pyret_repeats):
+        t0 = time.perf_counter()
+        ref = np.stack([filtertools.sta(times, stim, s, history)[0] for s in spikes])
+        t_pyret = min(t_pyret, time.perf_counter() - t0)
+    print(f"pyret filtertools.sta, loop over cells (best of {pyret_repeats}): {t_pyret:8.3f} s")
 
-    for method, dtype in (("fft", torch.float64), ("fft", torch.float32), ("direct", torch.float32)):
-        best = np.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            res = spike_triggered_average(rec, history=history, normalize=False, method=method, dtype=dtype,
-                                          device="cpu", quiet=True)
-            best = min(best, time.perf_counter() - t0)
-        err = float(np.abs(res.sta - ref).max())
-        print(f"retina-codec method={method:6s} {str(dtype):14s}: {best:8.3f} s   "
-              f"speed-up {t_pyret / best:6.1f}x   max |diff| vs pyret {err:.1e}")
+    if methods is None:
+        methods = (("auto", torch.float32), ("fft", torch.float32), ("fft", torch.float64),
+                   ("direct", torch.float32))
+    for method, dtype in methods:
+        try:
+            best = np.inf
+            for _ in range(repeats + (1 if device.startswith("cuda") else 0)):  # CUDA: first call warms up
+                _sync(device)
+                t0 = time.perf_counter()
+                res = spike_triggered_average(rec, history=history, normalize=False, method=method, dtype=dtype,
+                                              device=device, quiet=True)
+                _sync(device)
+                best = min(best, time.perf_counter() - t0)
+            err = float(np.abs(res.sta - ref).max())
+            print(f"retina-codec on {device} method={method:6s} {str(dtype):14s}: {best * 1e3:9.1f} ms   "
+                  f"speed-up {t_pyret / best:6.1f}x   max |diff| vs pyret {err:.1e}")
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other variants
+            print(f"retina-codec on {device} method={method} {dtype}: FAILED {type(exc).__name__}: {exc}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 _CHILD = """
@@ -117,27 +140,30 @@ def bench_memory(lengths: list[int], cells: int) -> None:
                   f"(RSS before the call {before:5.0f} MiB, so +{peak - before:4.0f} MiB), {dt:6.1f} s")
 
 
-def bench_irf(cells: int, batch: int, repeats: int) -> None:
-    """IRFs of every cell of a default BN-CNN (40×50×50 input): batched backward vs a loop over cells."""
+def bench_irf(cells: int, batch: int, repeats: int, device: str | None = None) -> None:
+    """IRFs of every cell of a default BN-CNN (40×50×50 input): batched backward vs a loop over cells.
+    Each variant in try/except (a failure is printed, the other variant still runs)."""
     from retina_codec.models.bncnn import BNCNN
     from retina_codec.rf.irf import input_jacobian
 
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = BNCNN(cells).to(dev).eval()
     x = torch.randn(batch, 40, 50, 50, device=dev)
     cols = list(range(cells))
     for label, batched in (("batched (is_grads_batched)", True), ("loop over cells", False)):
-        best = np.inf
-        for _ in range(repeats + 1):  # first call warms up
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            input_jacobian(model, x, cols, batched=batched)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t0)
-        print(f"IRF on {dev.type}, BN-CNN {cells} cells, {batch} bins, {label:27s}: "
-              f"{batch * cells / best:9.0f} IRFs/s ({best:.3f} s)")
+        try:
+            best = np.inf
+            for _ in range(repeats + 1):  # first call warms up
+                _sync(dev.type)
+                t0 = time.perf_counter()
+                jac = input_jacobian(model, x, cols, batched=batched)
+                _sync(dev.type)
+                best = min(best, time.perf_counter() - t0)
+            assert jac.shape == (batch, cells, 40, 50, 50), jac.shape
+            print(f"IRF on {dev.type}, BN-CNN {cells} cells, {batch} bins, {label:27s}: "
+                  f"{batch * cells / best:9.0f} IRFs/s ({best:.3f} s)")
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            print(f"IRF on {dev.type}, {label}: FAILED {type(exc).__name__}: {exc}")
 
 
 def main() -> None:
@@ -146,15 +172,37 @@ def main() -> None:
     p.add_argument("--cells", type=int, default=16)
     p.add_argument("--history", type=int, default=40)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--pyret-repeats", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="device of our STA (pyret always runs on the CPU)")
     p.add_argument("--memory-lengths", type=int, nargs=2, default=[20000, 80000])
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--irf", action="store_true", help="also time IRFs of a BN-CNN (GPU when present)")
     p.add_argument("--irf-batch", type=int, default=32)
+    p.add_argument("--gpu-only", action="store_true",
+                   help="only the GPU part: IRF throughput (batched vs loop), then the STA on the GPU vs pyret "
+                        "(CPU when no GPU is present)")
     args = p.parse_args()
+    cuda = torch.cuda.is_available()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-          f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}")
-    bench_speed(args.frames, args.cells, args.history, args.repeats)
+          f"{torch.cuda.get_device_name(0) if cuda else 'no GPU'}")
+    if args.gpu_only:
+        dev = "cuda" if cuda else "cpu"
+        if not cuda:
+            print("no GPU: running the GPU part on the CPU")
+        try:
+            bench_irf(args.cells, args.irf_batch, args.repeats, dev)
+        except Exception as exc:  # noqa: BLE001
+            print(f"IRF benchmark FAILED {type(exc).__name__}: {exc}")
+        try:
+            bench_speed(args.frames, args.cells, args.history, args.repeats, dev,
+                        (("fft", torch.float32), ("direct", torch.float32), ("fft", torch.float64)),
+                        args.pyret_repeats)
+        except Exception as exc:  # noqa: BLE001
+            print(f"STA benchmark FAILED {type(exc).__name__}: {exc}")
+        return
+    bench_speed(args.frames, args.cells, args.history, args.repeats, args.device,
+                pyret_repeats=args.pyret_repeats)
     if not args.skip_memory:
         bench_memory(args.memory_lengths, args.cells)
     if args.irf:
