@@ -8,8 +8,8 @@ Two parts, both in one run on the same machine:
    **topk-naive** (dense codes ``(B, K)``, ``codes @ W_dec``, dense encoder gradient, plain Adam) and
    **codec-naive** (the unmodified dense CODEC step ``s · mask``, ``codes @ dictionary``, plain Adam).
    Variants: TopK encoder backward ``gather`` (``sparse_encoder=True``: gathered encoder rows, scattered
-   gradients) or ``dense-dW`` (``sparse_encoder=False``: one GEMM for ∂W_enc), decoder ``embedding_bag`` in
-   bf16 (default) or fp32; CODEC eager or ``torch.compile``d; batch 4096 and 16384; and ``train_sae`` itself
+   gradients) or ``dense-dW`` (``sparse_encoder=False``: one GEMM for ∂W_enc), decoder backward ``bag``
+   (``embedding_bag``'s, fp32) or ``gemm`` (two bf16 tensor-core products); CODEC eager or compiled; batch 4096 and 16384; and ``train_sae`` itself
    (the library's loop, defaults) at batch 4096. The CODEC rows report the mean L0 of the timed codes
    (speed depends on it).
 2. **Retina-size SAE** (≈ 6000 bins, d = 16, K = 160, default settings): wall time of
@@ -156,15 +156,16 @@ def variants(batches: tuple[int, ...], compile_rows: bool, gpu: bool) -> list[Va
     for b in batches:
         rows += [
             Variant("topk-naive", "peer: dense TopK, Adam", b, {}, fused_adam=False),
-            Variant("topk", "dense-dW enc, bf16 bag (default)" if gpu else "dense-dW enc", b,
+            Variant("topk", "dense-dW enc, gemm dec (default)" if gpu else "dense-dW enc, bag dec", b,
                     {"sparse_encoder": False}, peer="peer: dense TopK, Adam"),
-            Variant("topk", "gather enc (sparse_encoder)", b, {"sparse_encoder": True},
-                    peer="peer: dense TopK, Adam"),
+            Variant("topk", "gather enc, bag dec" if gpu else "gather enc, bag dec (default)", b,
+                    {"sparse_encoder": True, "decoder": "bag"}, peer="peer: dense TopK, Adam"),
         ]
         if gpu:
-            rows.append(Variant("topk", "dense-dW enc, fp32 bag", b,
-                                {"sparse_encoder": False, "low_precision_decoder": False},
-                                peer="peer: dense TopK, Adam"))
+            rows += [Variant("topk", "dense-dW enc, bag dec (fp32)", b, {"sparse_encoder": False, "decoder": "bag"},
+                             peer="peer: dense TopK, Adam"),
+                     Variant("topk", "gather enc, gemm dec", b, {"sparse_encoder": True, "decoder": "gemm"},
+                             peer="peer: dense TopK, Adam")]
         rows += [
             Variant("codec-naive", "peer: dense CODEC step, Adam", b, {}, fused_adam=False),
             Variant("codec", "eager (default)", b, {}, peer="peer: dense CODEC step, Adam"),

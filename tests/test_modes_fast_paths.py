@@ -41,11 +41,13 @@ def _loss_and_grads(sae: torch.nn.Module, loss: torch.Tensor) -> tuple[float, di
     return float(loss.detach()), {n: p.grad.clone() for n, p in sae.named_parameters()}
 
 
-@pytest.mark.parametrize("sparse_encoder", [True, False])
+@pytest.mark.parametrize(("sparse_encoder", "decoder"), [(True, "bag"), (False, "bag"), (False, "gemm"),
+                                                         (True, "gemm")])
 @pytest.mark.parametrize("n_dead", [0, 3, 30])  # none, fewer than aux_k (masked entries), more than aux_k
-def test_topk_training_loss_and_gradients_equal_the_dense_definition(sparse_encoder, n_dead):
+def test_topk_training_loss_and_gradients_equal_the_dense_definition(sparse_encoder, decoder, n_dead):
     torch.manual_seed(0)
-    sae = TopKSAE(12, 40, k=3, aux_k=6, dead_after=1000, sparse_encoder=sparse_encoder).double()
+    sae = TopKSAE(12, 40, k=3, aux_k=6, dead_after=1000, sparse_encoder=sparse_encoder,
+                  decoder=decoder).double()
     with torch.no_grad():
         sae.b_dec.normal_()  # a non-zero b_dec: its gradient reaches it through encoder and decoder
         sae.b_enc.normal_(0.0, 0.1)
@@ -68,12 +70,12 @@ def test_topk_training_loss_and_gradients_equal_the_dense_definition(sparse_enco
         torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_topk_dense_and_sparse_encoder_backward_agree_in_float32():
+def test_topk_encoder_and_decoder_backward_variants_agree_in_float32():
     x = torch.randn(16, 32)  # 64 activations of 96 latents: some dead ones stay dead
     grads = []
-    for sparse in (True, False):
+    for sparse, decoder in ((True, "bag"), (False, "gemm")):
         torch.manual_seed(3)
-        sae = TopKSAE(32, 96, k=4, dead_after=300, sparse_encoder=sparse)
+        sae = TopKSAE(32, 96, k=4, dead_after=300, sparse_encoder=sparse, decoder=decoder)
         with torch.no_grad():
             sae.samples_since_fired[::3] = 10**6  # a third of the latents dead: AuxK is on
         out = sae.training_loss(x, 0.0)

@@ -7,9 +7,13 @@ The decoder has unit-norm rows and a bias ``b_dec``. Dead latents (no activation
 training samples) are trained by the AuxK loss: the ``aux_k`` largest dead pre-activations reconstruct
 the residual, ``aux_coef · ‖e − ê‖² / ‖e‖²``.
 
-Training uses the sparsity: only the ``k`` selected decoder rows per sample enter the decoder
-(``embedding_bag``, in the autocast dtype when autocast is on). Two encoder backward passes give the same
-gradients: ``sparse_encoder=True`` recomputes the selected pre-activations from the gathered encoder rows
+Training uses the sparsity: only the ``k`` selected decoder rows per sample enter the forward decoder
+(``embedding_bag``). Its backward has two implementations with the same gradients (``decoder=``):
+``"bag"`` is ``embedding_bag``'s own (sort-based row scatter; fp32 weights on CUDA, where its bf16
+backward is not implemented) and ``"gemm"`` computes ``∂W_dec = codesᵀ g`` and ``∂values =
+(g W_decᵀ)[idx]`` as two tensor-core products in the autocast dtype; ``"auto"`` (default) picks
+``"gemm"`` on CUDA and ``"bag"`` on CPU. Two encoder backward passes give the same gradients:
+``sparse_encoder=True`` recomputes the selected pre-activations from the gathered encoder rows
 ``W_enc[idx] (B, k, d)`` and scatters their gradients back; ``sparse_encoder=False`` back-propagates
 through the dense pre-activations with ONE ``(K, B) @ (B, d)`` product for ``∂W_enc`` (the input needs
 no gradient, and ``b_dec``'s encoder gradient ``−Σ_b ∂L/∂pre_b · W_enc`` is a vector product carried by
@@ -40,10 +44,36 @@ def sparse_decode(indices: torch.Tensor, values: torch.Tensor, weight: torch.Ten
     return F.embedding_bag(indices, weight, offsets, mode="sum", per_sample_weights=values.to(weight.dtype))
 
 
+class _GemmDecode(torch.autograd.Function):
+    """``Σ_j values_j · weight[indices_j]`` (``(B, k)`` indices) with a tensor-core backward.
+
+    Forward gathers the selected rows (``embedding_bag``); backward scatters the values into dense codes
+    ``(B, K)`` and computes ``∂weight = codesᵀ g`` and ``∂values = (g weightᵀ)`` at the indices.
+    """
+
+    @staticmethod
+    def forward(ctx, indices: torch.Tensor, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(indices, values, weight)
+        return F.embedding_bag(indices, weight, None, mode="sum", per_sample_weights=values.to(weight.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor | None, torch.Tensor | None]:  # noqa: ANN001
+        indices, values, weight = ctx.saved_tensors
+        g = grad.to(weight.dtype)
+        d_values = d_weight = None
+        if ctx.needs_input_grad[1]:
+            d_values = (g @ weight.t()).gather(1, indices).to(values.dtype)
+        if ctx.needs_input_grad[2]:
+            codes = torch.zeros(indices.shape[0], weight.shape[0], dtype=weight.dtype, device=weight.device)
+            codes.scatter_add_(1, indices, values.detach().to(weight.dtype))
+            d_weight = codes.t() @ g
+        return None, d_values, d_weight
+
+
 class _TopKBase(SparseAutoencoder):
     def __init__(self, n_features: int, n_latents: int, k: int = 8, *, aux_k: int | None = None,
                  aux_coef: float = 1.0 / 32.0, dead_after: int = 20_000, sparse_encoder: bool | None = None,
-                 low_precision_decoder: bool = True) -> None:
+                 decoder: str = "auto") -> None:
         super().__init__(n_features, n_latents)
         if not 1 <= k <= n_latents:
             raise ValueError(f"k must lie in [1, n_latents={n_latents}]; got {k}")
@@ -52,7 +82,9 @@ class _TopKBase(SparseAutoencoder):
         self.aux_coef = float(aux_coef)
         self.dead_after = int(dead_after)
         self.sparse_encoder = None if sparse_encoder is None else bool(sparse_encoder)
-        self.low_precision_decoder = bool(low_precision_decoder)
+        if decoder not in ("auto", "bag", "gemm"):
+            raise ValueError(f"decoder must be 'auto', 'bag' or 'gemm'; got {decoder!r}")
+        self.decoder = decoder
         w = torch.randn(n_latents, n_features)
         w /= w.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(w.clone())
@@ -97,12 +129,15 @@ class _TopKBase(SparseAutoencoder):
 
     def _decode_sparse(self, indices: torch.Tensor, values: torch.Tensor,
                        offsets: torch.Tensor | None = None) -> torch.Tensor:
-        """``Σ values · W_dec[indices]`` per sample (``(B, d)``), in the autocast dtype when autocast is on."""
-        weight = self.W_dec
+        """``Σ values · W_dec[indices]`` per sample (``(B, d)``); see the module notes for ``decoder``."""
         dev = indices.device.type
-        if self.low_precision_decoder and torch.is_autocast_enabled(dev):
+        gemm = self.decoder == "gemm" or (self.decoder == "auto" and dev == "cuda")
+        if offsets is not None or indices.dim() != 2 or not gemm:
+            return sparse_decode(indices, values, self.W_dec, offsets)
+        weight = self.W_dec
+        if torch.is_autocast_enabled(dev):
             weight = weight.to(torch.get_autocast_dtype(dev))
-        return sparse_decode(indices, values, weight, offsets)
+        return _GemmDecode.apply(indices, values, weight)
 
     def atoms(self) -> torch.Tensor:
         return self.W_dec
