@@ -6,6 +6,7 @@ import torch
 from pyret import filtertools
 
 from retina_codec.recordings import Recording
+from retina_codec.rf import correlate
 from retina_codec.rf.correlate import WindowCorrelator, two_level_codes
 from retina_codec.rf.sta import spike_triggered_average, spike_triggered_covariance, window_lags
 
@@ -170,3 +171,15 @@ def test_two_level_codes_reconstruct_the_array_and_reject_a_third_value():
     x[:] = 2.0  # one level only
     k, lo, hi = two_level_codes(x)
     np.testing.assert_array_equal(lo + (hi - lo) * k, x)
+
+
+def test_int8_sums_fold_before_int32_could_overflow(monkeypatch):
+    monkeypatch.setattr(correlate, "_INT32_SUM_LIMIT", 150)  # fold after every couple of chunks
+    rng = np.random.default_rng(10)
+    h, b = 4, 240
+    frames = rng.choice(np.array([-0.5, 2.0], np.float32), (b + h - 1, 3, 2))
+    weights = rng.poisson(1.5, (b, 2)).astype(np.float32)
+    corr = WindowCorrelator(2, h, (3, 2), method="int8", device="cpu")
+    for a in range(0, b, 40):
+        corr.update(frames[a : a + 40 + h - 1], weights[a : a + 40])
+    np.testing.assert_allclose(corr.sums(), _reference_sums(frames, weights, h), rtol=1e-12, atol=1e-9)

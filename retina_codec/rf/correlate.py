@@ -87,6 +87,7 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+_INT32_SUM_LIMIT = 2**31 - 1  # the int8 path folds its int32 sums into float64 before they could exceed this
 _BITS = {np.dtype(np.float32): np.dtype(np.int32), np.dtype(np.float64): np.dtype(np.int64)}
 
 
@@ -293,7 +294,7 @@ class WindowCorrelator:
             self._levels = (lo, hi)
         # exact: int8 × int8 products summed in int32; |Σ w k| ≤ Σ |w| is kept below 2^31 by folding
         w_abs = np.abs(w8, dtype=np.int64).sum(0)
-        if self._code_pending and (self._code_bound + w_abs).max() >= 2**31:
+        if self._code_pending and (self._code_bound + w_abs).max() > _INT32_SUM_LIMIT:
             self._fold_codes()
         shape = (self.n_cells * h, self._n_pix)
         if self._code_sum is None:
