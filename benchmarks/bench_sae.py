@@ -39,7 +39,7 @@ from retina_codec.modes import ModeDecomposer, atom_recovery, make_sae, planted_
 from retina_codec.modes.base import TrainStep
 from retina_codec.modes.codec_sae import CodecSAE
 from retina_codec.modes.topk_sae import TopKSAE
-from retina_codec.modes.trainer import TrainConfig, make_optimizer, train_sae
+from retina_codec.modes.trainer import StepRunner, TrainConfig, make_optimizer, train_sae
 
 D, K_LATENTS, K_ACTIVE = 2048, 6144, 32
 
@@ -81,9 +81,9 @@ class Variant:
     label: str
     batch: int
     options: dict
-    peer: str | None = None  # label of the row this one is compared with
-    fused_adam: bool = True
+    peer: bool = False  # a peer row (plain Adam, eager, no graph); others are compared with it
     compile: bool = False
+    graph: bool = False
     trainer: bool = False
 
 
@@ -109,80 +109,77 @@ def build(kind: str, options: dict) -> torch.nn.Module:
 
 
 def measure(v: Variant, device: torch.device, steps: int, bf16: bool, warmup: int = 3) -> tuple[float, float]:
-    """``(samples/s, mean L0 of the last step's codes)`` of variant ``v``."""
+    """``(samples/s, mean L0 of the codes after the timed steps)`` of variant ``v``."""
     torch.manual_seed(0)
     with device:
         sae = build(v.kind, v.options)
     x = torch.randn(v.batch, D, device=device)
-    if v.trainer:
-        data = torch.randn(steps * v.batch, D, device=device)
+    dtype = torch.bfloat16 if bf16 else None
+    if v.trainer:  # the library's own loop with its defaults (timing includes its warm-up and capture)
+        data = torch.randn((warmup + steps) * v.batch, D, device=device)
         cfg = TrainConfig(max_epochs=1, batch_size=v.batch, device=str(device), quiet=True,
-                          precision="bfloat16" if bf16 else "float32", compile=v.compile)
-        cfg_warm = TrainConfig(**{**cfg.__dict__, "max_steps": warmup})
-        train_sae(sae, data[:warmup * v.batch], None, cfg_warm)  # warm-up (kernels, allocator)
+                          precision="bfloat16" if bf16 else "float32")
         res = train_sae(sae, data, None, cfg)
         return res.n_steps * v.batch / res.seconds, float("nan")
-    opt = make_optimizer(list(sae.parameters()), 1e-4, device) if v.fused_adam else \
-        torch.optim.Adam(sae.parameters(), lr=1e-4)
+    if v.peer:
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    else:
+        opt = make_optimizer(list(sae.parameters()), 1e-4, device, capturable=v.graph)
     if v.compile and not sae.compile_training(True):
         raise RuntimeError("torch.compile is not available for this SAE")
-
-    def step() -> TrainStep:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = sae.training_loss(x, 0.5)
-        opt.zero_grad(set_to_none=True)
-        out.loss.float().backward()
-        opt.step()
-        sae.after_step()
-        return out
-
-    for _ in range(warmup):  # allocations, kernels, compilation
-        step()
+    runner = StepRunner(sae, opt, dtype, device, cuda_graph=v.graph, warmup=2)
+    for _ in range(warmup):  # allocations, kernels, compilation, graph capture
+        runner(x, 0.5)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):
-        out = step()
+        runner(x, 0.5)
     sync()
     rate = v.batch * steps / (time.perf_counter() - t0)
-    l0 = float((out.codes > 0).sum(1).float().mean()) if v.kind.startswith("codec") else float("nan")
+    if v.graph and runner.n_replays < steps:
+        raise RuntimeError(f"only {runner.n_replays} of {steps} timed steps were graph replays")
+    l0 = float("nan")
+    if v.kind.startswith("codec"):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            l0 = float((sae.training_loss(x, 0.5).codes > 0).sum(1).float().mean())
     sae.compile_training(False)
     return rate, l0
 
 
 def variants(batches: tuple[int, ...], compile_rows: bool, gpu: bool) -> list[Variant]:
-    """The table's rows: peers first at each batch, then the variants compared with them."""
+    """The table's rows: the peer first at each batch, then the variants compared with it."""
     rows = []
     for b in batches:
-        rows += [
-            Variant("topk-naive", "peer: dense TopK, Adam", b, {}, fused_adam=False),
-            Variant("topk", "dense-dW enc, gemm dec (default)" if gpu else "dense-dW enc, bag dec", b,
-                    {"sparse_encoder": False}, peer="peer: dense TopK, Adam"),
-            Variant("topk", "gather enc, bag dec" if gpu else "gather enc, bag dec (default)", b,
-                    {"sparse_encoder": True, "decoder": "bag"}, peer="peer: dense TopK, Adam"),
-        ]
+        rows.append(Variant("topk-naive", "PEER: dense TopK, Adam", b, {}, peer=True))
         if gpu:
-            rows += [Variant("topk", "dense-dW enc, bag dec (fp32)", b, {"sparse_encoder": False, "decoder": "bag"},
-                             peer="peer: dense TopK, Adam"),
-                     Variant("topk", "gather enc, gemm dec", b, {"sparse_encoder": True, "decoder": "gemm"},
-                             peer="peer: dense TopK, Adam")]
-        rows += [
-            Variant("codec-naive", "peer: dense CODEC step, Adam", b, {}, fused_adam=False),
-            Variant("codec", "eager (default)", b, {}, peer="peer: dense CODEC step, Adam"),
-        ]
+            rows += [
+                Variant("topk", "dense-dW, gemm dec, graph (default)", b, {}, graph=True),
+                Variant("topk", "dense-dW, gemm dec, eager", b, {}),
+                Variant("topk", "dense-dW, bag dec (fp32), eager", b, {"sparse_encoder": False, "decoder": "bag"}),
+                Variant("topk", "gather enc, bag dec, eager", b, {"sparse_encoder": True, "decoder": "bag"}),
+            ]
+        else:
+            rows += [
+                Variant("topk", "gather enc, bag dec (default)", b, {}),
+                Variant("topk", "dense-dW enc, bag dec", b, {"sparse_encoder": False}),
+                Variant("topk", "dense-dW enc, gemm dec", b, {"sparse_encoder": False, "decoder": "gemm"}),
+            ]
+        rows.append(Variant("codec-naive", "PEER: dense CODEC step, Adam", b, {}, peer=True))
         if gpu:
-            rows.append(Variant("codec", "eager, plain Adam", b, {}, peer="peer: dense CODEC step, Adam",
-                                fused_adam=False))
-    if compile_rows:
-        rows += [Variant("codec", "torch.compile", b, {}, peer="peer: dense CODEC step, Adam", compile=True)
-                 for b in batches]
+            if compile_rows:
+                rows += [Variant("codec", "compile + graph (default)", b, {}, compile=True, graph=True),
+                         Variant("codec", "compile, eager", b, {}, compile=True)]
+            rows += [Variant("codec", "graph", b, {}, graph=True),
+                     Variant("codec", "eager, fused Adam", b, {})]
+        else:
+            rows.append(Variant("codec", "eager (default)", b, {}))
     b0 = batches[0]
     rows += [
-        Variant("topk", "train_sae loop (defaults)", b0, {}, peer="peer: dense TopK, Adam", trainer=True),
-        Variant("codec", "train_sae loop (defaults)", b0, {}, peer="peer: dense CODEC step, Adam",
-                trainer=True),
+        Variant("topk", "train_sae loop (defaults)", b0, {}, trainer=True),
+        Variant("codec", "train_sae loop (defaults)", b0, {}, trainer=True),
         Variant("batchtopk", "defaults", b0, {}),
-        Variant("relu", "defaults", b0, {}),
+        Variant("relu", "defaults", b0, {}, graph=gpu),
     ]
     return rows
 
@@ -192,29 +189,31 @@ def large(device: torch.device, batches: tuple[int, ...], steps: int, bf16: bool
     """Print the throughput table; returns samples/s per (kind, label, batch)."""
     t_start = time.perf_counter()
     rates: dict[tuple[str, str, int], float] = {}
-    print(f"  {'kind':11s} {'variant':34s} {'batch':>6s} {'samples/s':>13s} {'vs peer':>8s} {'L0':>6s} "
+    peers: dict[tuple[str, int], float] = {}
+    print(f"  {'kind':11s} {'variant':36s} {'batch':>6s} {'samples/s':>13s} {'vs peer':>8s} {'L0':>6s} "
           f"{'row s':>6s}", flush=True)
     for v in variants(batches, compile_rows, device.type == "cuda"):
         spent = time.perf_counter() - t_start
         if spent > budget:
-            print(f"  {v.kind:11s} {v.label:34s} {v.batch:6d}  skipped (budget {budget:.0f} s spent)", flush=True)
+            print(f"  {v.kind:11s} {v.label:36s} {v.batch:6d}  skipped (budget {budget:.0f} s spent)", flush=True)
             continue
         t_row = time.perf_counter()
         try:
             rate, l0 = measure(v, device, steps, bf16)
         except Exception as err:  # noqa: BLE001 - one failing variant must not stop the table
-            print(f"  {v.kind:11s} {v.label:34s} {v.batch:6d}  FAILED: {type(err).__name__}: "
+            print(f"  {v.kind:11s} {v.label:36s} {v.batch:6d}  FAILED: {type(err).__name__}: "
                   f"{str(err).splitlines()[0][:200] if str(err) else ''}", flush=True)
             continue
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+        if v.peer:
+            peers[(v.kind, v.batch)] = rate
+        peer = peers.get(({"topk": "topk-naive", "codec": "codec-naive"}.get(v.kind, ""), v.batch))
         rates[(v.kind, v.label, v.batch)] = rate
-        peer_kind = "topk-naive" if v.kind == "topk" else "codec-naive"
-        peer = rates.get((peer_kind, v.peer, v.batch)) if v.peer else None
-        ratio = f"{rate / peer:7.2f}x" if peer else "       -"
+        ratio = f"{rate / peer:7.2f}x" if peer and not v.peer else "       -"
         l0s = f"{l0:6.1f}" if np.isfinite(l0) else "     -"
-        print(f"  {v.kind:11s} {v.label:34s} {v.batch:6d} {rate:13,.0f} {ratio} {l0s} "
+        print(f"  {v.kind:11s} {v.label:36s} {v.batch:6d} {rate:13,.0f} {ratio} {l0s} "
               f"{time.perf_counter() - t_row:6.1f}", flush=True)
     print(f"  (table took {time.perf_counter() - t_start:.1f} s)")
     return rates

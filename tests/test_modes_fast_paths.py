@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from retina_codec.modes import BatchTopKSAE, CodecSAE, TopKSAE, TrainConfig, TrainStep, train_sae
 from retina_codec.modes.codec_sae import gated_sigmoid
-from retina_codec.modes.trainer import make_optimizer
+from retina_codec.modes.trainer import StepRunner, make_optimizer, set_lr
 
 TORCH_THREADS = 1
 
@@ -222,3 +222,78 @@ def test_gpu_training_step_never_synchronises_with_the_host(kind):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(out.loss).item()
+
+
+def test_topk_begin_step_advances_the_dead_bound_once_per_step():
+    sae = TopKSAE(8, 32, k=2, dead_after=100)
+    x = torch.randn(30, 8)
+    assert sae.begin_step(30) == ("aux", False)
+    sae.training_loss(x, 0.0)  # consumes the prepared step: no second advance
+    sae.training_loss(x, 0.0)  # not prepared: advances itself
+    assert sae._seen_bound == 60
+    sae.begin_step(30)
+    sae.step_replayed()  # a replayed step: the next call prepares again
+    assert sae.begin_step(30) == ("aux", True)  # 120 >= 100: AuxK from now on
+    assert BatchTopKSAE(8, 32, k=2).begin_step(30) is None  # data-dependent sizes: never captured
+
+
+def test_step_runner_eager_step_equals_a_hand_written_step():
+    x = torch.randn(64, 12)
+    params = []
+    for use_runner in (True, False):
+        torch.manual_seed(0)
+        sae = TopKSAE(12, 40, k=3)
+        opt = make_optimizer(list(sae.parameters()), 1e-2, torch.device("cpu"))
+        for _ in range(3):
+            if use_runner:
+                StepRunner(sae, opt, None, torch.device("cpu"))(x, 0.0)
+            else:
+                out = sae.training_loss(x, 0.0)
+                opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                opt.step()
+                sae.after_step()
+        params.append([p.detach().clone() for p in sae.parameters()])
+    for a, b in zip(*params, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kind", ["topk", "codec"])
+def test_gpu_graph_replayed_steps_train_like_eager_steps(kind):
+    dev = torch.device("cuda")
+    x = torch.randn(8, 512, 64, device=dev)
+    params = []
+    for graph in (True, False):
+        torch.manual_seed(0)
+        with dev:
+            sae = TopKSAE(64, 256, k=8, dead_after=1000) if kind == "topk" else CodecSAE(64, 256, dropout=0.0)
+        opt = make_optimizer(list(sae.parameters()), 1e-3, dev, capturable=True)
+        runner = StepRunner(sae, opt, None, dev, cuda_graph=graph, warmup=2)
+        for i in range(8):  # crosses dead_after for TopK: a second graph with AuxK
+            set_lr(opt, 1e-3 * (1 + i))
+            runner(x[i], 0.0)
+        assert runner.n_replays == (4 if graph and kind == "topk" else 5 if graph else 0)
+        params.append([p.detach().clone() for p in sae.parameters()])
+    for a, b in zip(*params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_compiled_codec_step_has_the_eager_gradients():
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    with dev:
+        sae = CodecSAE(64, 256, dropout=0.0, init_active_fraction=0.2)
+    x = torch.randn(512, 64, device=dev)
+    grads = []
+    for compiled in (False, True):
+        sae.compile_training(compiled)
+        grads.append(_loss_and_grads(sae, sae.training_loss(x, 0.0).loss))
+    sae.compile_training(False)
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-4)
+    for name in grads[0][1]:
+        assert grads[1][1][name].abs().max() > 0, name
+        torch.testing.assert_close(grads[1][1][name], grads[0][1][name], rtol=1e-3, atol=1e-6, msg=name)

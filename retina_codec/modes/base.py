@@ -8,7 +8,7 @@ inference-time definition, :meth:`SparseAutoencoder.training_loss` the training 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import torch
@@ -83,6 +83,18 @@ class SparseAutoencoder(nn.Module):
     def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
         """Loss of a training batch ``x (B, d)``; ``progress`` in [0, 1] is the fraction of training done."""
         raise NotImplementedError
+
+    def begin_step(self, batch: int) -> Hashable | None:
+        """Host-side set-up before a training step of ``batch`` samples (the trainer calls it every step).
+
+        Returns a key of the host-side configuration the step's GPU work depends on: a CUDA-graphed
+        trainer captures one graph per key and replays it while the key stays the same. ``None`` means
+        the step cannot be captured (it reads the GPU from the host or has data-dependent shapes).
+        """
+        return ()
+
+    def step_replayed(self) -> None:
+        """Called instead of :meth:`training_loss` when the trainer replayed a captured step."""
 
     def compile_training(self, enabled: bool = True) -> bool:
         """Compile the training loss with ``torch.compile`` where supported; returns whether it is on."""

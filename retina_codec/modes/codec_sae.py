@@ -24,6 +24,7 @@ runs the loss through ``torch.compile`` (falls back to eager when compilation fa
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -48,7 +49,7 @@ class _GatedSigmoid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, threshold: float) -> torch.Tensor:  # noqa: ANN001
         s = torch.sigmoid(z)
-        codes = s.masked_fill_(s < threshold, 0.0)
+        codes = s.masked_fill(s < threshold, 0.0)
         ctx.save_for_backward(codes)
         return codes
 
@@ -127,10 +128,19 @@ class CodecSAE(SparseAutoencoder):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return codes @ self.dictionary
 
-    def _loss_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                    torch.Tensor]:
-        """``(loss, recon, codes, mse, atom_l1)`` of a training batch (a pure tensor function)."""
-        codes = gated_sigmoid(self.encoder(x), self.threshold)
+    def _loss_terms(self, x: torch.Tensor, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor,
+                                                                         torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, recon, codes, mse, atom_l1)`` of a training batch (a pure tensor function).
+
+        ``compiled``: write the gate with plain tensor ops (``torch.compile`` fuses them itself; a custom
+        autograd node inside a compiled graph lost the encoder gradients on torch 2.11 + CUDA).
+        """
+        z = self.encoder(x)
+        if compiled:
+            s = torch.sigmoid(z)
+            codes = s * (s >= self.threshold).to(s.dtype)
+        else:
+            codes = gated_sigmoid(z, self.threshold)
         recon = codes @ self.dictionary
         mse = F.mse_loss(recon, x)
         sparsity = self.dictionary.abs().mean()
@@ -141,7 +151,7 @@ class CodecSAE(SparseAutoencoder):
         self._compiled = None
         if enabled:
             try:
-                self._compiled = torch.compile(self._loss_terms, dynamic=False)
+                self._compiled = torch.compile(functools.partial(self._loss_terms, compiled=True), dynamic=False)
             except Exception as err:  # noqa: BLE001 - any compile set-up failure falls back to eager
                 warnings.warn(f"torch.compile unavailable, training eagerly: {err}", RuntimeWarning,
                               stacklevel=2)

@@ -8,11 +8,10 @@ training samples) are trained by the AuxK loss: the ``aux_k`` largest dead pre-a
 the residual, ``aux_coef · ‖e − ê‖² / ‖e‖²``.
 
 Training uses the sparsity: only the ``k`` selected decoder rows per sample enter the forward decoder
-(``embedding_bag``). Its backward has two implementations with the same gradients (``decoder=``):
-``"bag"`` is ``embedding_bag``'s own (sort-based row scatter; fp32 weights on CUDA, where its bf16
-backward is not implemented) and ``"gemm"`` computes ``∂W_dec = codesᵀ g`` and ``∂values =
-(g W_decᵀ)[idx]`` as two tensor-core products in the autocast dtype; ``"auto"`` (default) picks
-``"gemm"`` on CUDA and ``"bag"`` on CPU. Two encoder backward passes give the same gradients:
+(``decoder="bag"``: ``embedding_bag`` forward and backward, fp32 weights). On an H200 its gather kernels
+ran at a fraction of the tensor cores' speed, so ``decoder="gemm"`` scatters the k values into bf16 codes
+``(B, K)`` and uses three tensor-core products (``codes W_dec``, ``codesᵀ g``, ``g W_decᵀ`` read at the
+k indices); ``"auto"`` (default) picks ``"gemm"`` on CUDA and ``"bag"`` on CPU. Two encoder backward passes give the same gradients:
 ``sparse_encoder=True`` recomputes the selected pre-activations from the gathered encoder rows
 ``W_enc[idx] (B, k, d)`` and scatters their gradients back; ``sparse_encoder=False`` back-propagates
 through the dense pre-activations with ONE ``(K, B) @ (B, d)`` product for ``∂W_enc`` (the input needs
@@ -24,6 +23,8 @@ masked instead of sized by the number of dead latents.
 """
 
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 import torch
 import torch.nn.functional as F
@@ -45,27 +46,29 @@ def sparse_decode(indices: torch.Tensor, values: torch.Tensor, weight: torch.Ten
 
 
 class _GemmDecode(torch.autograd.Function):
-    """``Σ_j values_j · weight[indices_j]`` (``(B, k)`` indices) with a tensor-core backward.
+    """``Σ_j values_j · weight[indices_j]`` (``(B, k)`` indices, unique per row) on tensor cores.
 
-    Forward gathers the selected rows (``embedding_bag``); backward scatters the values into dense codes
-    ``(B, K)`` and computes ``∂weight = codesᵀ g`` and ``∂values = (g weightᵀ)`` at the indices.
+    The values are scattered into dense codes ``(B, K)`` (kept for the backward): forward
+    ``codes @ weight``, backward ``∂weight = codesᵀ g`` and ``∂values = (g weightᵀ)`` at the indices.
+    (``embedding_bag``'s gather kernels run far below these products' speed on an H200.)
     """
 
     @staticmethod
     def forward(ctx, indices: torch.Tensor, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        ctx.save_for_backward(indices, values, weight)
-        return F.embedding_bag(indices, weight, None, mode="sum", per_sample_weights=values.to(weight.dtype))
+        codes = torch.zeros(indices.shape[0], weight.shape[0], dtype=weight.dtype, device=weight.device)
+        codes.scatter_(1, indices, values.detach().to(weight.dtype))
+        ctx.save_for_backward(indices, codes, weight)
+        ctx.values_dtype = values.dtype
+        return codes @ weight
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor | None, torch.Tensor | None]:  # noqa: ANN001
-        indices, values, weight = ctx.saved_tensors
+        indices, codes, weight = ctx.saved_tensors
         g = grad.to(weight.dtype)
         d_values = d_weight = None
         if ctx.needs_input_grad[1]:
-            d_values = (g @ weight.t()).gather(1, indices).to(values.dtype)
+            d_values = (g @ weight.t()).gather(1, indices).to(ctx.values_dtype)
         if ctx.needs_input_grad[2]:
-            codes = torch.zeros(indices.shape[0], weight.shape[0], dtype=weight.dtype, device=weight.device)
-            codes.scatter_add_(1, indices, values.detach().to(weight.dtype))
             d_weight = codes.t() @ g
         return None, d_values, d_weight
 
@@ -93,6 +96,8 @@ class _TopKBase(SparseAutoencoder):
         self.b_dec = nn.Parameter(torch.zeros(n_features))
         self.register_buffer("samples_since_fired", torch.zeros(n_latents, dtype=torch.long))
         self._seen_bound: int | None = None  # host-side upper bound of samples_since_fired.max()
+        self._aux_on = False  # whether the coming step computes the AuxK loss (set by begin_step)
+        self._prepared = False  # begin_step was called for the coming step
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super()._load_from_state_dict(*args, **kwargs)
@@ -155,28 +160,44 @@ class _TopKBase(SparseAutoencoder):
         hits.index_add_(0, indices.reshape(-1), (values.detach() > 0).reshape(-1).to(torch.int32))
         return hits > 0
 
-    def _update_dead(self, fired: torch.Tensor, batch: int) -> tuple[torch.Tensor, bool]:
-        """Track samples since each latent fired (``fired (K,)`` bool).
+    def begin_step(self, batch: int) -> Hashable | None:
+        """Advance the host-side bound on the dead counters; the key is whether AuxK runs this step.
 
-        Returns the dead mask and whether any latent can be dead (a host-side bound: ``False`` until
-        ``dead_after`` samples have passed, so early steps skip the AuxK loss without reading the GPU).
+        The AuxK loss is skipped (without reading the GPU) until ``dead_after`` samples have passed, since
+        no latent can be dead before; afterwards it always runs, masked, and is exactly 0 with none dead.
         """
         if self._seen_bound is None:
             self._seen_bound = int(self.samples_since_fired.max()) if self.samples_since_fired.numel() else 0
-        self._seen_bound += batch
+        self._seen_bound += int(batch)
+        self._aux_on = self._seen_bound >= self.dead_after and self.aux_coef != 0.0
+        self._prepared = True
+        return ("aux", self._aux_on)
+
+    def step_replayed(self) -> None:
+        self._prepared = False
+
+    def _take_step(self, batch: int) -> bool:
+        """Whether this step computes AuxK (calls :meth:`begin_step` unless the trainer did)."""
+        if not self._prepared:
+            self.begin_step(batch)
+        self._prepared = False
+        return self._aux_on
+
+    def _update_dead(self, fired: torch.Tensor, batch: int) -> torch.Tensor:
+        """Track samples since each latent fired (``fired (K,)`` bool); returns the dead mask."""
         with torch.no_grad():
             self.samples_since_fired += batch
             self.samples_since_fired.masked_fill_(fired, 0)
-        return self.samples_since_fired >= self.dead_after, self._seen_bound >= self.dead_after
+        return self.samples_since_fired >= self.dead_after
 
     def _aux_loss(self, x: torch.Tensor, recon: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
-                  maybe_dead: bool, pre_grad: torch.Tensor | None) -> torch.Tensor:
+                  aux_on: bool, pre_grad: torch.Tensor | None) -> torch.Tensor:
         """AuxK loss; ``pre_grad`` (differentiable pre-activations) replaces the recomputation when given.
 
         Takes the ``aux_k`` largest pre-activations among dead latents; when fewer are dead the others
         (masked to −inf) get weight 0, and the loss is 0 when none is dead — all without a host sync.
         """
-        if not maybe_dead or self.aux_coef == 0.0:
+        if not aux_on:
             return recon.new_zeros(())
         kk = min(self.aux_k, self.n_latents)
         top, idx = pre.detach().masked_fill(~dead, float("-inf")).topk(kk, dim=1)
@@ -216,21 +237,23 @@ class TopKSAE(_TopKBase):
         return torch.zeros_like(pre).scatter_(1, idx, F.relu(vals))
 
     def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
+        aux_on = self._take_step(x.shape[0])
         pre_grad = None
         if self._uses_sparse_encoder(x):
             with torch.no_grad():
                 pre = self.pre_activations(x)
-            idx = pre.topk(self.k, dim=1).indices
+            idx = pre.topk(self.k, dim=1, sorted=False).indices
             vals = F.relu(self._selected(x, idx))
         else:
             pre = pre_grad = self._pre_for_training(x)
-            top, idx = pre.topk(self.k, dim=1)
+            top, idx = pre.topk(self.k, dim=1, sorted=False)
             vals = F.relu(top)
         recon = self._decode_sparse(idx, vals) + self.b_dec
         mse = (recon - x).pow(2).mean()
-        dead, maybe_dead = self._update_dead(self._fired(idx, vals), x.shape[0])
-        aux = self._aux_loss(x, recon, pre, dead, maybe_dead, pre_grad)
-        return TrainStep(mse + self.aux_coef * aux, recon, _dense_codes(idx, vals, self.n_latents),
+        dead = self._update_dead(self._fired(idx, vals), x.shape[0])
+        aux = self._aux_loss(x, recon, pre, dead, aux_on, pre_grad)
+        loss = mse + self.aux_coef * aux if aux_on else mse
+        return TrainStep(loss, recon, _dense_codes(idx, vals, self.n_latents),
                          {"mse": mse.detach(), "aux": aux.detach()})
 
 
@@ -250,8 +273,13 @@ class BatchTopKSAE(_TopKBase):
         theta = 0.0 if torch.isnan(self.theta) else float(self.theta)
         return F.relu(pre) * (pre > theta).to(pre.dtype)
 
+    def begin_step(self, batch: int) -> Hashable | None:
+        super().begin_step(batch)
+        return None  # the batch-level selection has a data-dependent size: not capturable
+
     def training_loss(self, x: torch.Tensor, progress: float) -> TrainStep:
         b = x.shape[0]
+        aux_on = self._take_step(b)
         sparse = self._uses_sparse_encoder(x)
         pre_grad = None if sparse else self._pre_for_training(x)
         with torch.no_grad():
@@ -276,8 +304,8 @@ class BatchTopKSAE(_TopKBase):
         mse = (recon - x).pow(2).mean()
         fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
         fired[cols] = True
-        dead, maybe_dead = self._update_dead(fired, b)
-        aux = self._aux_loss(x, recon, pre, dead, maybe_dead, pre_grad)
+        dead = self._update_dead(fired, b)
+        aux = self._aux_loss(x, recon, pre, dead, aux_on, pre_grad)
         codes_dtype = torch.promote_types(vals.dtype, torch.float32)
 
         def codes() -> torch.Tensor:

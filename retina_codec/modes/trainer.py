@@ -5,9 +5,12 @@ uses the GPU when present (``device="auto"``) and bf16 autocast there (``precisi
 progress bar (:func:`retina_codec.progress.progress`) that ``quiet`` silences.
 
 The step loop never waits for the GPU (the epoch loss is summed on the device and read once per epoch);
-Adam is the fused CUDA kernel on GPUs; ``compile=True`` runs the SAE's loss through ``torch.compile``
-where the SAE supports it (:meth:`SparseAutoencoder.compile_training`), falling back to eager when the
-first compiled step fails.
+Adam is the fused CUDA kernel on GPUs. On CUDA a whole step (forward, backward, Adam, decoder
+renormalisation) is captured once as a CUDA graph and replayed (``cuda_graph``; one graph per
+:meth:`SparseAutoencoder.begin_step` key, eager for SAEs that cannot be captured), which removes the
+per-kernel launch cost that otherwise bounds small steps. ``compile`` runs the SAE's loss through
+``torch.compile`` where the SAE supports it (:meth:`SparseAutoencoder.compile_training`). Both fall back
+to eager steps, with a warning, when capture or compilation fails.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch
 from ..progress import progress
 from .base import SparseAutoencoder
 
-__all__ = ["TrainConfig", "TrainResult", "train_sae", "resolve_device", "resolve_dtype", "make_optimizer"]
+__all__ = ["TrainConfig", "TrainResult", "train_sae", "resolve_device", "resolve_dtype", "make_optimizer",
+           "set_lr", "StepRunner"]
 
 
 @dataclass
@@ -33,7 +37,9 @@ class TrainConfig:
     ``lr_warmup``: fraction of steps with a linear learning-rate ramp; afterwards cosine decay to
     ``lr · lr_final``. ``patience``: epochs without a relative held-out improvement of ``min_delta``
     before stopping. ``max_steps`` caps the number of
-    optimiser steps (benchmarks). ``compile``: ``torch.compile`` the loss (CODEC SAE; others ignore it).
+    optimiser steps (benchmarks). ``compile``: ``torch.compile`` the loss (CODEC SAE; others ignore it);
+    ``"auto"`` = on CUDA for large SAEs (d·K ≥ 2²⁰ and ≥ 100 steps, where the compile time pays back).
+    ``cuda_graph``: capture and replay whole steps on CUDA (``"auto"`` = on CUDA).
     """
 
     max_epochs: int = 200
@@ -48,7 +54,8 @@ class TrainConfig:
     precision: str = "auto"
     max_steps: int | None = None
     quiet: bool | None = None
-    compile: bool = False
+    compile: bool | str = "auto"
+    cuda_graph: bool | str = "auto"
 
 
 @dataclass
@@ -82,14 +89,110 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bfloat16" else None
 
 
-def make_optimizer(params, lr: float, device: torch.device) -> torch.optim.Adam:  # noqa: ANN001
-    """Adam; the fused single-kernel implementation on CUDA (the plain one where fused is unavailable)."""
+def make_optimizer(params, lr: float, device: torch.device, capturable: bool = False) -> torch.optim.Adam:  # noqa: ANN001
+    """Adam: the fused single-kernel implementation on CUDA (plain where fused is unavailable).
+
+    ``capturable``: learning rate held in a device tensor and state kept on the GPU, so that a captured
+    CUDA graph replays the update (set the rate with :func:`set_lr`).
+    """
     if device.type == "cuda":
         try:
+            if capturable:
+                return torch.optim.Adam(params, lr=torch.tensor(float(lr), device=device), fused=True,
+                                        capturable=True)
             return torch.optim.Adam(params, lr=lr, fused=True)
         except (RuntimeError, TypeError, ValueError):
             pass
     return torch.optim.Adam(params, lr=lr)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate (in place when it is a device tensor, as captured graphs need)."""
+    for group in opt.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def _flag(value: bool | str, device: torch.device) -> bool:
+    if value == "auto":
+        return device.type == "cuda"
+    if isinstance(value, str):
+        raise ValueError(f"expected True, False or 'auto'; got {value!r}")
+    return bool(value)
+
+
+class StepRunner:
+    """Runs training steps of ``sae`` with ``opt``: eagerly, or replayed from CUDA graphs.
+
+    Each call ``runner(xb, progress)`` does one step (forward under autocast ``dtype``, backward, Adam,
+    :meth:`SparseAutoencoder.after_step`) and returns the detached float loss (a device tensor). With
+    ``cuda_graph`` the first ``warmup`` steps of a :meth:`SparseAutoencoder.begin_step` key run eagerly on
+    a side stream, the next is captured, and later ones with the same key and batch shape are replays
+    (``progress`` is then frozen at its captured value: no SAE here reads it). ``opt`` must be
+    capturable (:func:`make_optimizer`) for graphs.
+    """
+
+    def __init__(self, sae: SparseAutoencoder, opt: torch.optim.Optimizer, dtype: torch.dtype | None,
+                 device: torch.device, cuda_graph: bool = False, warmup: int = 2) -> None:
+        self.sae, self.opt, self.dtype, self.device = sae, opt, dtype, device
+        self.graphs_on = bool(cuda_graph) and device.type == "cuda"
+        self.warmup = int(warmup)
+        self._graphs: dict = {}
+        self._warm: dict = {}
+        self._side = torch.cuda.Stream(device) if self.graphs_on else None
+        self.n_replays = 0
+
+    def _eager(self, xb: torch.Tensor, progress: float, cache: bool = True) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None,
+                            cache_enabled=cache):
+            out = self.sae.training_loss(xb, progress)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.float().backward()
+        self.opt.step()
+        self.sae.after_step()
+        return out.loss.detach().float()
+
+    def __call__(self, xb: torch.Tensor, progress: float) -> torch.Tensor:
+        key = self.sae.begin_step(xb.shape[0])
+        if not self.graphs_on or key is None:
+            return self._eager(xb, progress)
+        key = (key, tuple(xb.shape))
+        graph = self._graphs.get(key)
+        if graph is not None:
+            static_x, g, loss = graph
+            static_x.copy_(xb)
+            g.replay()
+            self.sae.step_replayed()
+            self.n_replays += 1
+            return loss
+        n = self._warm.get(key, 0)
+        if n < self.warmup:
+            self._warm[key] = n + 1
+            self._side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._side):
+                loss = self._eager(xb, progress)
+            torch.cuda.current_stream(self.device).wait_stream(self._side)
+            return loss
+        try:
+            static_x = xb.clone()
+            g = torch.cuda.CUDAGraph()
+            self.opt.zero_grad(set_to_none=True)
+            with torch.cuda.graph(g):
+                loss = self._eager(static_x, progress, cache=False)
+        except Exception as err:  # noqa: BLE001 - any capture failure falls back to eager steps
+            warnings.warn(f"CUDA graph capture of the SAE step failed, training eagerly: {err}",
+                          RuntimeWarning, stacklevel=2)
+            self.graphs_on = False
+            self._graphs.clear()
+            torch.cuda.synchronize(self.device)
+            self.sae.begin_step(0)
+            return self._eager(xb, progress)
+        self._graphs[key] = (static_x, g, loss)
+        g.replay()
+        self.sae.step_replayed()
+        return loss
 
 
 def _lr_factor(step: int, total: int, warmup: float, final: float) -> float:
@@ -135,16 +238,14 @@ def train_sae(sae: SparseAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    opt = make_optimizer(list(sae.parameters()), cfg.lr, device)
-    may_fall_back = bool(cfg.compile) and sae.compile_training(True)
-
-    def forward_backward(xb: torch.Tensor, frac: float):  # noqa: ANN202
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = sae.training_loss(xb, frac)
-        opt.zero_grad(set_to_none=True)
-        out.loss.float().backward()
-        return out
-
+    graphs = _flag(cfg.cuda_graph, device)
+    opt = make_optimizer(list(sae.parameters()), cfg.lr, device, capturable=graphs)
+    if cfg.compile == "auto":  # compiling takes ~10 s: worth it for large SAEs on a GPU only
+        want_compile = device.type == "cuda" and total >= 100 and sae.n_features * sae.n_latents >= 1 << 20
+    else:
+        want_compile = _flag(cfg.compile, device)
+    may_fall_back = want_compile and sae.compile_training(True)
+    runner = StepRunner(sae, opt, dtype, device, cuda_graph=graphs)
     result = TrainResult()
     best, best_state, bad = math.inf, None, 0
     t0 = time.perf_counter()
@@ -159,21 +260,18 @@ def train_sae(sae: SparseAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor
                 if step >= total:
                     break
                 xb = x_train[perm[b * bs:(b + 1) * bs]]
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * _lr_factor(step, total, cfg.lr_warmup, cfg.lr_final)
+                set_lr(opt, cfg.lr * _lr_factor(step, total, cfg.lr_warmup, cfg.lr_final))
                 try:
-                    out = forward_backward(xb, step / total)
+                    loss = runner(xb, step / total)
                 except Exception as err:  # noqa: BLE001 - a failed first compiled step falls back to eager
                     if not may_fall_back:
                         raise
                     warnings.warn(f"compiled SAE step failed, training eagerly: {err}", RuntimeWarning,
                                   stacklevel=2)
                     sae.compile_training(False)
-                    out = forward_backward(xb, step / total)
+                    loss = runner(xb, step / total)
                 may_fall_back = False
-                opt.step()
-                sae.after_step()
-                running += out.loss.detach().float()
+                running += loss
                 step += 1
                 bar.update(1)
             result.n_epochs = epoch + 1
