@@ -108,3 +108,14 @@ def test_cli_bad_target_is_one_line_error(model_and_recording, tmp_path, capsys)
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--cells" in err[0]
+
+
+def test_cli_speed_options_give_the_same_store(model_and_recording, tmp_path):
+    model_dir, nwb = model_and_recording
+    plain, fast = tmp_path / "plain.h5", tmp_path / "fast.h5"
+    assert main(["-q", "contributions", str(model_dir), str(nwb), "--out", str(plain), *ARGS]) == 0
+    assert main(["-q", "contributions", str(model_dir), str(nwb), "--out", str(fast), *ARGS,
+                 "--fast-conv", "fft", "--channels-last"]) == 0
+    a, b = _read(plain)["data"], _read(fast)["data"]
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5)

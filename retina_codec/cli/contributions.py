@@ -52,6 +52,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch-size", default="auto", help="bins per chunk, or 'auto'")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    p.add_argument("--fast-conv", default="auto", choices=["auto", "fft", "native"],
+                   help="evaluate large-kernel convolutions with FFTs (same numbers; 'auto': where faster)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last layout (GPU speed option)")
+    p.add_argument("--autocast", action="store_true",
+                   help="bf16 mixed precision for the passes (GPU speed; bf16 rounding shows in completeness)")
     p.add_argument("--no-resume", action="store_true", help="ignore a partial file from an interrupted run")
     p.set_defaults(func=run)
     return p
@@ -115,6 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         rule=args.rule, baseline=args.baseline, reduce=reduce, batch_size=batch, device=args.device,
         dtype=dtype, split=split, reference=reference, resume=not args.no_resume,
         attrs={"model_path": str(args.model), "recording_path": str(args.recording)},
+        fast_conv=args.fast_conv, channels_last=args.channels_last or None, autocast=args.autocast,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
