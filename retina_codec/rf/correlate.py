@@ -23,8 +23,9 @@ Two evaluations of the same product:
     qualifies costs two comparison passes over its frames.
 ``"auto"``: ``"int8"`` for every chunk that qualifies (on CPU), ``"fft"`` for the others.
 
-Work is done in torch (``device``: GPU when present by default; scipy's threaded FFT on CPU) and
-accumulated in float64.
+Work is done in torch (``device``: GPU when present by default; scipy's threaded FFT on CPU); the
+``"fft"`` spectra of up to ``_SPECTRUM_CHUNKS`` chunks are summed in the compute precision, everything else
+in float64.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+_SPECTRUM_CHUNKS = 8  # the FFT path sums this many chunks' spectra in the compute precision, then folds
 _INT32_SUM_LIMIT = 2**31 - 1  # the int8 path folds its int32 sums into float64 before they could exceed this
 _BITS = {np.dtype(np.float32): np.dtype(np.int32), np.dtype(np.float64): np.dtype(np.int64)}
 
@@ -180,8 +182,9 @@ class WindowCorrelator:
         ``"auto"`` (``"int8"`` for each chunk that qualifies, else ``"fft"``); see the module docstring.
         All give the same result to rounding.
     device : torch device; ``None`` = CUDA when available.
-    dtype : compute precision, ``torch.float32`` (default, ~2× faster) or ``torch.float64``; the running
-        sums are float64 either way (float32 matches pyret's float64 STA to ~1e-7).
+    dtype : compute precision, ``torch.float32`` (default, ~2× faster) or ``torch.float64``; the lag-domain
+        running sums are float64 either way (``"fft"`` sums the spectra of up to ``_SPECTRUM_CHUNKS`` chunks
+        in the compute precision first; float32 matches pyret's float64 STA to ~1e-7).
     """
 
     def __init__(self, n_cells: int, history: int, frame_shape: tuple[int, int], method: str = "fft",
@@ -212,6 +215,7 @@ class WindowCorrelator:
         self._sum: torch.Tensor | None = None  # (N, h, P) float64, allocated by the first addition
         self._weight = torch.zeros(self.n_cells, dtype=torch.float64, device=self.device)
         self._spectrum: torch.Tensor | None = None  # (F, N, P) complex, method "fft"
+        self._spectrum_chunks = 0  # chunks summed in _spectrum since the last fold
         self._buf: torch.Tensor | None = None
         self.n_bins = 0
 
@@ -364,17 +368,25 @@ class WindowCorrelator:
         gf = _rfft(blocks, n_fft, 0)  # (F, nb, P)
         wf = _rfft(w.reshape(nb, m, -1), n_fft, 1)  # (nb, F, N)
         a = wf.permute(1, 2, 0).conj().resolve_conj().contiguous()  # (F, N, nb)
-        prod = torch.matmul(a, gf)  # (F, N, P)
-        if self._spectrum is None:
-            self._spectrum = torch.zeros(prod.shape, dtype=torch.complex128, device=self.device)
-        self._spectrum += prod
+        if self._spectrum is None:  # in the compute precision; folded into the float64 sum every few chunks
+            self._spectrum = torch.zeros((gf.shape[0], self.n_cells, n_pix), dtype=gf.dtype, device=self.device)
+        self._spectrum.baddbmm_(a.to(gf.dtype), gf)  # (F, N, P) += (F, N, nb) @ (F, nb, P)
+        self._spectrum_chunks += 1
+        if self._spectrum_chunks >= _SPECTRUM_CHUNKS:
+            self._fold_spectrum()
 
     def _fold_spectrum(self) -> None:
         """Move the frequency-domain running sum into the lag-domain one (one inverse FFT)."""
         if self._spectrum is not None:
-            corr = torch.fft.irfft(self._spectrum, n=self.fft_len, dim=0)[: self.history]  # (h, N, P)
+            if self._spectrum.device.type == "cpu":  # scipy's threaded inverse FFT, in the compute precision
+                spec = self._spectrum.numpy()
+                corr = torch.from_numpy(scipy.fft.irfft(spec, n=self.fft_len, axis=0,
+                                                        workers=torch.get_num_threads())[: self.history])
+            else:
+                corr = torch.fft.irfft(self._spectrum, n=self.fft_len, dim=0)[: self.history]  # (h, N, P)
             self._add_to_sum(corr.permute(1, 0, 2))
             self._spectrum = None
+            self._spectrum_chunks = 0
 
     # ---- results ----------------------------------------------------------------------------------
     @property
