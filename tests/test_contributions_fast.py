@@ -186,3 +186,15 @@ def test_bf16_autocast_stays_close_to_float32_and_is_recorded():
         scale = np.abs(ref[n]).max()
         assert np.abs(got[n] - ref[n]).max() < 0.05 * scale
         assert got.summary()[n]["total_rel"] < 0.05
+
+
+@pytest.mark.parametrize("method", ["layer_ig", "act_grad"])
+def test_bf16_autocast_for_other_methods_returns_float32_close_to_reference(method):
+    model = small_bncnn(n_cells=3, kernel_sizes=(7, 3))
+    x = torch.randn(4, 6, 14, 14, generator=torch.Generator().manual_seed(6))
+    kw = {"target": "sum", "method": method, "steps": 8, "device": "cpu", "quiet": True}
+    ref = contributions(model, x, ["conv1", "conv2"], **kw)
+    got = contributions(model, x, ["conv1", "conv2"], autocast=True, **kw)
+    for n in ("conv1", "conv2"):
+        assert got[n].dtype == np.float32
+        assert np.abs(got[n] - ref[n]).max() < 0.05 * np.abs(ref[n]).max()

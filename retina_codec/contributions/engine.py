@@ -20,7 +20,7 @@ from torch import nn
 
 from ..models.fft_conv import fft_conv_swaps
 from .hooks import capture_outputs, prepared_model, replace_outputs, resolve_module, swap_modules
-from .methods import Method, make_method
+from .methods import Conductance, Method, make_method
 from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolate
 from .reductions import normalize_reduce, reduce_map, reduced_shape
 from .targets import Target, make_target
@@ -363,10 +363,13 @@ class ContributionEngine:
         contribs, errors = {}, {}
         with torch.no_grad():
             for name, a, g in zip(self.layers, acts, grads):
-                a = a.detach().to(self.run_dtype).reshape(s, b, *a.shape[1:])
-                g = g.to(self.run_dtype).reshape(g.shape[0], s, b, *a.shape[2:])
+                a = a.detach()
+                if not isinstance(self.method, Conductance):  # conductance promotes bf16 inputs itself
+                    a, g = a.to(self.run_dtype), g.to(self.run_dtype)
+                a = a.reshape(s, b, *a.shape[1:])
+                g = g.reshape(g.shape[0], s, b, *a.shape[2:])
                 a_0 = a[alphas_l.index(0.0)] if 0.0 in alphas_l else None
-                c = self.method.combine(a, g, a[i1], a_0)
+                c = self.method.combine(a, g, a[i1], a_0).to(self.run_dtype)
                 contribs[name], errors[name] = self._finish(c, f_x, f_0)
         return ChunkResult(contribs, self._squeeze(f_x), self._squeeze(f_0), errors)
 
@@ -391,7 +394,7 @@ class ContributionEngine:
                 (g,) = self._grads(values, [pts])
             with torch.no_grad():
                 g = g.reshape(g.shape[0], len(alphas), b, *a_x.shape[1:])
-                c = self.method.combine(None, g, a_x, a_0)
+                c = self.method.combine(None, g.to(self.run_dtype), a_x.to(self.run_dtype), a_0.to(self.run_dtype))
                 contribs[name], errors[name] = self._finish(c, f_x, f_0)
         return ChunkResult(contribs, self._squeeze(f_x), self._squeeze(f_0), errors)
 

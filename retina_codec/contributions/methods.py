@@ -71,13 +71,15 @@ class Conductance(Method):
         return _grid(self.steps)
 
     def combine(self, acts, grads, a_x, a_0):
+        # bf16 activations (autocast) are differenced into float32 buffers: no float32 copies of the inputs
+        dtype = torch.promote_types(torch.promote_types(acts.dtype, grads.dtype), torch.float32)
         if self.rule == "left":
-            da = acts[1:] - acts[:-1]  # (m, B, ...)
+            da = torch.sub(acts[1:], acts[:-1], out=torch.empty_like(acts[1:], dtype=dtype))  # (m, B, ...)
             return (grads[:, :-1] * da.unsqueeze(0)).sum(1)
         # trapezoid regrouped per path point: Σ_k g_k ⊙ ½(Δa_k + Δa_{k+1}) with Δa_0 = Δa_{m+1} = 0, i.e.
         # weights ½(a_{k+1} − a_{k−1}) inside and ½Δa at both ends: formed in one pass, target-independent,
         # so each target costs one multiply-add per point (memory-bound on a GPU: few passes matter)
-        w = torch.empty_like(acts)
+        w = torch.empty_like(acts, dtype=dtype)
         torch.sub(acts[1], acts[0], out=w[0])
         torch.sub(acts[-1], acts[-2], out=w[-1])
         if len(acts) > 2:
