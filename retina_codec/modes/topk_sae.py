@@ -11,7 +11,8 @@ Training uses the sparsity: only the ``k`` selected decoder rows per sample ente
 (``decoder="bag"``: ``embedding_bag`` forward and backward, fp32 weights). On an H200 its gather kernels
 ran at a fraction of the tensor cores' speed, so ``decoder="gemm"`` scatters the k values into bf16 codes
 ``(B, K)`` and uses three tensor-core products (``codes W_dec``, ``codesᵀ g``, ``g W_decᵀ`` read at the
-k indices); ``"auto"`` (default) picks ``"gemm"`` on CUDA and ``"bag"`` on CPU. Two encoder backward passes give the same gradients:
+k indices); ``"auto"`` (default) picks ``"gemm"`` on CUDA and ``"bag"`` on CPU. (Triton row-gather
+kernels for the forward and ``∂values`` were tried and measured slower than the products on an H200.) Two encoder backward passes give the same gradients:
 ``sparse_encoder=True`` recomputes the selected pre-activations from the gathered encoder rows
 ``W_enc[idx] (B, k, d)`` and scatters their gradients back; ``sparse_encoder=False`` back-propagates
 through the dense pre-activations with ONE ``(K, B) @ (B, d)`` product for ``∂W_enc`` (the input needs
@@ -123,8 +124,12 @@ class _TopKBase(SparseAutoencoder):
         ``b_dec`` its encoder gradient.
         """
         xc = x - self.b_dec.detach()
-        carry = (self.b_dec - self.b_dec.detach()) @ self.W_enc.detach().t()
-        return torch.addmm(self.b_enc - carry, xc, self.W_enc.t())
+        w = self.W_enc
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):  # one cast shared by the product and the carry term
+            w = w.to(torch.get_autocast_dtype(dev))
+        carry = (self.b_dec - self.b_dec.detach()).to(w.dtype) @ w.detach().t()
+        return torch.addmm(self.b_enc - carry, xc, w.t())
 
     def _selected(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Pre-activations of the selected latents ``indices (B, k)``, differentiable in the encoder."""
@@ -136,8 +141,8 @@ class _TopKBase(SparseAutoencoder):
                        offsets: torch.Tensor | None = None) -> torch.Tensor:
         """``Σ values · W_dec[indices]`` per sample (``(B, d)``); see the module notes for ``decoder``."""
         dev = indices.device.type
-        gemm = self.decoder == "gemm" or (self.decoder == "auto" and dev == "cuda")
-        if offsets is not None or indices.dim() != 2 or not gemm:
+        mode = self.decoder if self.decoder != "auto" else ("gemm" if dev == "cuda" else "bag")
+        if offsets is not None or indices.dim() != 2 or mode == "bag":
             return sparse_decode(indices, values, self.W_dec, offsets)
         weight = self.W_dec
         if torch.is_autocast_enabled(dev):
@@ -249,7 +254,7 @@ class TopKSAE(_TopKBase):
             top, idx = pre.topk(self.k, dim=1, sorted=False)
             vals = F.relu(top)
         recon = self._decode_sparse(idx, vals) + self.b_dec
-        mse = (recon - x).pow(2).mean()
+        mse = F.mse_loss(recon, x)
         dead = self._update_dead(self._fired(idx, vals), x.shape[0])
         aux = self._aux_loss(x, recon, pre, dead, aux_on, pre_grad)
         loss = mse + self.aux_coef * aux if aux_on else mse

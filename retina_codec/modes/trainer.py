@@ -60,7 +60,12 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What training did: epochs and steps run, best epoch, per-epoch losses, wall time in seconds."""
+    """What training did: epochs and steps run, best epoch, per-epoch losses, wall time in seconds.
+
+    ``steady_steps`` / ``steady_seconds``: the steps after the first ``warm_steps`` (compilation, graph
+    capture, allocator warm-up) and their wall time, device synchronised at both ends (0 when training
+    was too short); ``steady_steps · batch / steady_seconds`` is the sustained samples/s.
+    """
 
     n_epochs: int = 0
     n_steps: int = 0
@@ -69,6 +74,8 @@ class TrainResult:
     val_mse: list[float] = field(default_factory=list)
     seconds: float = 0.0
     stopped_early: bool = False
+    steady_steps: int = 0
+    steady_seconds: float = 0.0
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -203,6 +210,12 @@ def _lr_factor(step: int, total: int, warmup: float, final: float) -> float:
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
+def _synced_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 @torch.no_grad()
 def evaluate_mse(sae: SparseAutoencoder, x: torch.Tensor, batch_size: int = 65536,
                  dtype: torch.dtype | None = None) -> float:
@@ -248,6 +261,7 @@ def train_sae(sae: SparseAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor
     runner = StepRunner(sae, opt, dtype, device, cuda_graph=graphs)
     result = TrainResult()
     best, best_state, bad = math.inf, None, 0
+    warm_steps, t_steady = 5, None
     t0 = time.perf_counter()
     sae.train()
     step = 0
@@ -259,6 +273,8 @@ def train_sae(sae: SparseAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor
             for b in range(steps_per_epoch):
                 if step >= total:
                     break
+                if step == warm_steps:
+                    t_steady = _synced_time(device)
                 xb = x_train[perm[b * bs:(b + 1) * bs]]
                 set_lr(opt, cfg.lr * _lr_factor(step, total, cfg.lr_warmup, cfg.lr_final))
                 try:
@@ -291,6 +307,9 @@ def train_sae(sae: SparseAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor
             if step >= total:
                 break
     finally:
+        if t_steady is not None:
+            result.steady_steps = step - warm_steps
+            result.steady_seconds = _synced_time(device) - t_steady
         bar.close()
         sae.compile_training(False)
     if best_state is not None:
