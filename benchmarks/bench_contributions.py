@@ -85,7 +85,10 @@ def _variants(args, device) -> list[tuple[str, dict]]:
     """Engine settings to time. On a GPU every speed option, one per row; on CPU the default only."""
     if device.type != "cuda":
         return [("default", {})]
-    rows = [("default (cuDNN autotune)", {}), ("no autotune (plain cuDNN heuristics)", {"autotune": False}),
+    rows = [("default (cuDNN autotune, BatchNorm folded)", {}),
+            ("no autotune (plain cuDNN heuristics)", {"autotune": False}),
+            ("no BatchNorm folding", {"fold_batchnorm": False}),
+            ("no autotune, no folding (prototype-like)", {"autotune": False, "fold_batchnorm": False}),
             ("fft convolutions", {"fast_conv": "fft"}), ("channels-last", {"channels_last": True}),
             ("fft + channels-last", {"fast_conv": "fft", "channels_last": True}),
             ("bf16 autocast", {"autocast": True}), ("bf16 autocast + channels-last", {"autocast": True, "channels_last": True})]
@@ -95,32 +98,19 @@ def _variants(args, device) -> list[tuple[str, dict]]:
 def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int, str]:
     from retina_codec.contributions import ContributionEngine
 
-    autotune = opts.pop("autotune", True)
     with ContributionEngine(model, layers, "sum", steps=args.steps, device=device, **opts) as eng:
         chunk = eng.auto_batch_size(tuple(x.shape[1:])) if args.chunk is None else args.chunk
     prev = torch.backends.cudnn.benchmark
     try:
-        if not autotune:  # the engine turns autotune on by itself: time the plain path explicitly
-            import retina_codec.contributions.engine as engine_mod
-
-            orig, engine_mod._cudnn_autotune = engine_mod._cudnn_autotune, lambda enabled: _null()
         _ours(model, x[: min(len(x), chunk)], layers, args, device, chunk, **opts)  # warm-up + autotune
         if chunk < len(x) and len(x) % chunk:
             _ours(model, x[: len(x) % chunk], layers, args, device, chunk, **opts)  # the last chunk's shape
         box = []
         t = timed(lambda: box.append(_ours(model, x, layers, args, device, chunk, **opts)), device)
     finally:
-        if not autotune:
-            engine_mod._cudnn_autotune = orig
         torch.backends.cudnn.benchmark = prev
     summary = box[0].summary()
     return t, chunk, "/".join(f"{summary[n]['total_rel']:.2%}" for n in layers)
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def section_retina(args, device) -> None:

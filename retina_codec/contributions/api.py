@@ -107,7 +107,8 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
                   batch_size: int | str = "auto", device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None, quiet: bool | None = None, split: str | None = "test",
                   history: int | None = None, reference: Any = None, fast_conv: str = "auto",
-                  channels_last: bool | None = None, autocast: bool = False) -> ContributionResult:
+                  channels_last: bool | None = None, autocast: bool = False,
+                  **engine_options: Any) -> ContributionResult:
     """Contributions of the hooked ``layers`` to ``target`` for every sample of ``inputs`` (in memory).
 
     Parameters
@@ -130,6 +131,8 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
     channels_last : run 4-D layers in channels-last layout (``None``: the engine's default for the device).
     autocast : bf16 mixed precision for the forward and backward passes (GPU speed; contributions then
         carry bf16 rounding, visible in the completeness error); targets and sums stay in float32.
+    engine_options : further :class:`~.engine.ContributionEngine` settings (``fold_batchnorm``,
+        ``autotune``, ``stem``).
 
     For outputs too large for memory use :func:`~.store.write_contributions`, which streams to HDF5.
     """
@@ -137,7 +140,7 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
     tgt = make_target(target)
     engine = ContributionEngine(model, layers, tgt, method, steps, rule, baseline, reduce, device, dtype,
                                 fast_conv=fast_conv, channels_last=channels_last,
-                                autocast=autocast)
+                                autocast=autocast, **engine_options)
     if tgt.needs_reference and not getattr(tgt, "fitted", True):
         ref = source if reference is None else as_source(reference, model, split=split, history=history)
         fit_reference(model, tgt, ref, device=engine.device, dtype=dtype, quiet=quiet)

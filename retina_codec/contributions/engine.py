@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..models.fft_conv import fft_conv_swaps
+from ..models.fold_bn import batchnorm_folds
 from .hooks import capture_outputs, prepared_model, replace_outputs, resolve_module, swap_modules
 from .methods import Conductance, Method, make_method
 from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolate
@@ -121,7 +122,7 @@ class ContributionEngine:
                  baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                  stem: Any = "auto", fast_conv: str = "auto", channels_last: bool | None = None,
-                 autotune: bool = True, autocast: bool = False) -> None:
+                 autotune: bool = True, autocast: bool = False, fold_batchnorm: bool = True) -> None:
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
@@ -143,6 +144,8 @@ class ContributionEngine:
         self.channels_last = channels_last
         self.autotune = autotune
         self.autocast = bool(autocast)
+        self.fold_batchnorm = bool(fold_batchnorm)
+        self._swapped = False
         self._stack: contextlib.ExitStack | None = None
         self._s0_cache: tuple[tuple, torch.Tensor] | None = None
 
@@ -154,8 +157,6 @@ class ContributionEngine:
             gpu = self.device.type == "cuda"
             self._stack.enter_context(_cudnn_autotune(gpu and self.autotune))
             self._stack.enter_context(_memory_format(self.model, bool(self.channels_last)))
-            if self._use_fft():
-                self._stack.enter_context(swap_modules(self.model, fft_conv_swaps(self.model)))
         except BaseException:
             self._stack.close()
             self._stack = None
@@ -167,8 +168,38 @@ class ContributionEngine:
     def __exit__(self, *exc: object) -> None:
         stack, self._stack = self._stack, None
         self._s0_cache = None
+        self._swapped = False
         if stack is not None:
             stack.close()
+
+    def _swap_fast_modules(self, x: torch.Tensor) -> None:
+        """Once per ``with`` block, on the first chunk: fold eval BatchNorms into their convolutions (kept
+        only if the model's output and every hooked layer are unchanged on a probe), then swap large-kernel
+        convolutions for FFT ones (``fast_conv``). Both are undone when the block exits."""
+        if self._swapped:
+            return
+        self._swapped = True
+        assert self._stack is not None
+        probe = x[:1]
+        if self.fold_batchnorm:
+            swaps = batchnorm_folds(self.model, probe, keep=set(self.layers))
+            if swaps and self._same_outputs(probe, swaps):
+                self._stack.enter_context(swap_modules(self.model, swaps))
+        if self._use_fft():
+            self._stack.enter_context(swap_modules(self.model, fft_conv_swaps(self.model)))
+
+    def _same_outputs(self, probe: torch.Tensor, swaps: dict[str, nn.Module], rtol: float = 1e-4) -> bool:
+        def run() -> list[torch.Tensor]:
+            with torch.no_grad(), capture_outputs(self.model, self.layers) as store:
+                out = self.model(probe)
+                return [out] + [store[n] for n in self.layers]
+
+        ref = run()
+        with swap_modules(self.model, swaps):
+            got = run()
+        return all(isinstance(a, torch.Tensor) and a.shape == b.shape
+                   and float((a - b).abs().max()) <= rtol * max(float(a.abs().max()), 1e-12)
+                   for a, b in zip(ref, got))
 
     def _use_fft(self) -> bool:
         """``fast_conv="fft"``, or ``"auto"`` where FFT convolution was measured faster (see RESULTS.md)."""
@@ -338,6 +369,7 @@ class ContributionEngine:
         return ChunkResult.cat([self.compute(x[:half]), self.compute(x[half:])])
 
     def _compute(self, x: torch.Tensor) -> ChunkResult:
+        self._swap_fast_modules(x)
         x0 = baseline_like(self.baseline, x)
         if self.stem is not None:
             self.stem.verify(x, x0)

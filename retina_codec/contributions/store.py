@@ -198,7 +198,8 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
                         dtype: torch.dtype | None = None, quiet: bool | None = None, split: str | None = "test",
                         history: int | None = None, reference: Any = None, resume: bool = True,
                         attrs: dict[str, Any] | None = None, max_chunks: int | None = None,
-                        fast_conv: str = "auto", channels_last: bool | None = None, autocast: bool = False) -> Path:
+                        fast_conv: str = "auto", channels_last: bool | None = None, autocast: bool = False,
+                        **engine_options: Any) -> Path:
     """Stream contributions of ``inputs`` to the HDF5 file ``out`` (arguments as :func:`contributions`).
 
     Resumable: a partial file from an interrupted run with the same settings is continued after its last
@@ -219,7 +220,7 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
     tgt = make_target(target)
     engine = ContributionEngine(model, layers, tgt, method, steps, rule, baseline, reduce, device, dtype,
                                 fast_conv=fast_conv, channels_last=channels_last,
-                                autocast=autocast)
+                                autocast=autocast, **engine_options)
     extra: dict[str, np.ndarray] = {}
     if tgt.needs_reference and not getattr(tgt, "fitted", True):
         if ctx.rank == 0:
