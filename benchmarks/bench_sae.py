@@ -165,8 +165,8 @@ def variants(batches: tuple[int, ...], compile_rows: bool, gpu: bool) -> list[Va
             ]
         else:
             rows += [
-                Variant("topk", "gather enc, bag dec (default)", b, {}),
-                Variant("topk", "dense-dW enc, bag dec", b, {"sparse_encoder": False}),
+                Variant("topk", "dense-dW enc, bag dec (default)", b, {}),
+                Variant("topk", "gather enc, bag dec", b, {"sparse_encoder": True}),
                 Variant("topk", "dense-dW enc, gemm dec", b, {"sparse_encoder": False, "decoder": "gemm"}),
             ]
         rows.append(Variant("codec-naive", "PEER: dense CODEC step, Adam", b, {}, peer=True))
