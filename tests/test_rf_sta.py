@@ -7,7 +7,7 @@ from pyret import filtertools
 
 from retina_codec.recordings import Recording
 from retina_codec.rf import correlate
-from retina_codec.rf.correlate import WindowCorrelator, two_level_codes
+from retina_codec.rf.correlate import WindowCorrelator, lag_product_int8, two_level_codes
 from retina_codec.rf.sta import spike_triggered_average, spike_triggered_covariance, window_lags
 
 
@@ -183,3 +183,13 @@ def test_int8_sums_fold_before_int32_could_overflow(monkeypatch):
     for a in range(0, b, 40):
         corr.update(frames[a : a + 40 + h - 1], weights[a : a + 40])
     np.testing.assert_allclose(corr.sums(), _reference_sums(frames, weights, h), rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("b,h", [(37, 6), (8, 1), (2, 5)])
+def test_lag_product_int8_equals_the_integer_lagged_sum(b, h):
+    rng = np.random.default_rng(11)
+    k = rng.integers(-128, 128, (b + h - 1, 7)).astype(np.int8)
+    w = rng.integers(-128, 128, (b, 3)).astype(np.int8)
+    wins = np.stack([k[t : t + h].astype(np.int64) for t in range(b)])  # (B, h, P)
+    ref = np.einsum("bn,bjp->pnj", w.astype(np.int64), wins).reshape(7, 3 * h)
+    np.testing.assert_array_equal(lag_product_int8(k, w, h).numpy(), ref)
