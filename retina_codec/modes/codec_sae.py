@@ -17,8 +17,8 @@ threshold warm-up from 0.5 leaves dense, mixed atoms (recovery 0.06–0.38).
 
 Training speed: the gate ``c = s · 1[s ≥ τ]`` with the mask detached has ``∂c/∂z = c (1 − c)`` (it is
 ``s (1 − s)`` where the gate is open and 0 where it is shut), so one autograd node keeps only the codes
-and its backward is one ``sigmoid_backward`` kernel; the MSE is one ``mse_loss`` kernel. No dense
-temporaries beyond the codes, no host synchronisation. :meth:`CodecSAE.compile_training` optionally
+and its backward is one ``sigmoid_backward`` kernel (bit-identical to the sigmoid-times-mask gradient).
+No dense temporaries beyond the codes, no host synchronisation. :meth:`CodecSAE.compile_training` optionally
 runs the loss through ``torch.compile`` (falls back to eager when compilation fails).
 """
 
@@ -30,7 +30,6 @@ import warnings
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import SparseAutoencoder, TrainStep
@@ -142,7 +141,7 @@ class CodecSAE(SparseAutoencoder):
         else:
             codes = gated_sigmoid(z, self.threshold)
         recon = codes @ self.dictionary
-        mse = F.mse_loss(recon, x)
+        mse = (recon - x).pow(2).mean()
         sparsity = self.dictionary.abs().mean()
         return mse + self.l1 * sparsity, recon, codes, mse, sparsity
 
