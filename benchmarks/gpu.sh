@@ -19,8 +19,10 @@ else
 fi
 PY=${PY:-python3}
 { nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv; $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/gpu.txt"
+STEPS=${STEPS:-gpu-tests bench-contributions bench-sae bench-sta bench-training}
 step() {
   local name=$1 limit=$2; shift 2
+  case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
   echo "== $name (limit ${limit}s)"
   local t0=$SECONDS
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
@@ -30,7 +32,7 @@ step() {
 }
 TAIL=8 step gpu-tests 100 $PY -m pytest -q -p no:cacheprovider -m gpu -x tests/test_models.py tests/test_fit.py \
   tests/test_contributions_fast.py ${GPU_TESTS:-}
-TAIL=60 step bench-contributions 150 $PY benchmarks/bench_contributions.py --device cuda --profile
+TAIL=60 step bench-contributions ${CONTRIB_LIMIT:-150} $PY benchmarks/bench_contributions.py --device cuda --profile ${CONTRIB_ARGS:-}
 TAIL=40 step bench-sae 80 $PY benchmarks/bench_sae.py ${SAE_ARGS:---gpu-only}
 TAIL=25 step bench-sta 60 $PY benchmarks/bench_sta.py ${STA_ARGS:---gpu-only}
 TAIL=10 step bench-training 30 $PY benchmarks/bench_training.py --device cuda

@@ -244,15 +244,15 @@ def test_engine_folds_only_when_outputs_are_unchanged_and_results_match():
     model.bn.running_var.fill_(3.0)
     x = torch.randn(3, 2, 6, 6, dtype=F64)
     kw = {"target": "sum", "steps": 5, "device": "cpu"}
-    with ContributionEngine(model, ["bn"], **kw) as eng:
+    with ContributionEngine(model, ["bn"], fold_batchnorm=True, **kw) as eng:
         got = eng.compute(x)
         assert isinstance(model.bn, torch.nn.BatchNorm2d)  # refused: the skip also reads the conv output
-    with ContributionEngine(model, ["bn"], fold_batchnorm=False, **kw) as eng:
+    with ContributionEngine(model, ["bn"], **kw) as eng:
         ref = eng.compute(x)
     torch.testing.assert_close(got.contributions["bn"], ref.contributions["bn"])
     res = small_bncnn(n_cells=3).double()
     xr = torch.randn(4, 6, 14, 14, dtype=F64, generator=torch.Generator().manual_seed(3))
-    with ContributionEngine(res, ["conv1", "conv2"], **kw) as eng:
+    with ContributionEngine(res, ["conv1", "conv2"], fold_batchnorm=True, **kw) as eng:
         folded = eng.compute(xr)
         n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in res.modules())
     with ContributionEngine(res, ["conv1", "conv2"], fold_batchnorm=False, **kw) as eng:

@@ -122,7 +122,7 @@ class ContributionEngine:
                  baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                  stem: Any = "auto", fast_conv: str = "auto", channels_last: bool | None = None,
-                 autotune: bool = True, autocast: bool = False, fold_batchnorm: bool = True) -> None:
+                 autotune: bool = True, autocast: bool = False, fold_batchnorm: bool = False) -> None:
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
