@@ -7,7 +7,12 @@ from pyret import filtertools
 
 from retina_codec.recordings import Recording
 from retina_codec.rf import correlate
-from retina_codec.rf.correlate import WindowCorrelator, lag_product_int8, two_level_codes
+from retina_codec.rf.correlate import (
+    WindowCorrelator,
+    assemble_lag_product,
+    lag_product_parts,
+    two_level_codes,
+)
 from retina_codec.rf.sta import spike_triggered_average, spike_triggered_covariance, window_lags
 
 
@@ -185,11 +190,20 @@ def test_int8_sums_fold_before_int32_could_overflow(monkeypatch):
     np.testing.assert_allclose(corr.sums(), _reference_sums(frames, weights, h), rtol=1e-12, atol=1e-9)
 
 
-@pytest.mark.parametrize("b,h", [(37, 6), (8, 1), (2, 5)])
-def test_lag_product_int8_equals_the_integer_lagged_sum(b, h):
+@pytest.mark.parametrize("karatsuba", [False, True])
+@pytest.mark.parametrize("b,h", [(37, 6), (38, 7), (8, 2), (2, 5), (3, 40)])
+def test_int8_lag_products_equal_the_integer_lagged_sum(b, h, karatsuba):
     rng = np.random.default_rng(11)
-    k = rng.integers(-128, 128, (b + h - 1, 7)).astype(np.int8)
-    w = rng.integers(-128, 128, (b, 3)).astype(np.int8)
+    lim = 64 if karatsuba else 128  # Karatsuba adds pairs of frames and pairs of weights: they must fit int8
+    k = rng.integers(-lim, lim, (b + h - 1, 7)).astype(np.int8)
+    w = rng.integers(-lim, lim, (b, 3)).astype(np.int8)
     wins = np.stack([k[t : t + h].astype(np.int64) for t in range(b)])  # (B, h, P)
-    ref = np.einsum("bn,bjp->pnj", w.astype(np.int64), wins).reshape(7, 3 * h)
-    np.testing.assert_array_equal(lag_product_int8(k, w, h).numpy(), ref)
+    ref = np.einsum("bn,bjp->pnj", w.astype(np.int64), wins)
+    parts = lag_product_parts(k, w, h, karatsuba)
+    assert len(parts) == (3 if karatsuba else 1)
+    np.testing.assert_array_equal(assemble_lag_product(parts, 3, h), ref)
+    # linear: parts of two chunks summed, then assembled
+    parts2 = lag_product_parts(k[::-1].copy(), w[::-1].copy(), h, karatsuba)
+    summed = [p + q for p, q in zip(parts, parts2)]
+    ref2 = np.einsum("bn,bjp->pnj", w[::-1].astype(np.int64), np.stack([k[::-1][t : t + h] for t in range(b)]))
+    np.testing.assert_array_equal(assemble_lag_product(summed, 3, h), ref + ref2)

@@ -36,7 +36,7 @@ import numpy as np
 import scipy.fft
 import torch
 
-__all__ = ["WindowCorrelator", "frames_of_windows", "lag_product_int8", "resolve_device", "two_level_codes"]
+__all__ = ["WindowCorrelator", "frames_of_windows", "lag_product_parts", "assemble_lag_product", "resolve_device", "two_level_codes"]
 
 METHODS = ("auto", "fft", "direct", "int8")
 
@@ -89,6 +89,7 @@ def _pool() -> ThreadPoolExecutor:
 
 
 _SPECTRUM_CHUNKS = 8  # the FFT path sums this many chunks' spectra in the compute precision, then folds
+_KARATSUBA = False  # int8 path: three half-length GEMMs (≈ 0.76 of the multiply-adds); slower under load, see RESULTS
 _INT32_SUM_LIMIT = 2**31 - 1  # the int8 path folds its int32 sums into float64 before they could exceed this
 _BITS = {np.dtype(np.float32): np.dtype(np.int32), np.dtype(np.float64): np.dtype(np.int64)}
 
@@ -160,15 +161,57 @@ def _lag_matrix(w: np.ndarray, h: int) -> np.ndarray:
     return a.reshape(n * h, b + h - 1)
 
 
-def lag_product_int8(k: np.ndarray, w: np.ndarray, h: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Exact ``S[p, i·h + j] = Σ_b w[b, i] k[b + j, p]`` for int8 frames ``k (B+h-1, P)`` and int8 weights
-    ``w (B, N)``: ``(P, N·h)`` int32, as one int8 GEMM ``kᵀ @ aᵀ`` with the lag matrix ``a`` (both views;
-    oneDNN splits the P rows over threads better than in ``a @ k``: measured ≈ 8 % faster idle, 2× under
-    contention). int32 accumulation is exact while ``Σ_b |w| · max |k| < 2^31``.
+def _int8_gemm(k: np.ndarray, w: np.ndarray, lags: int) -> np.ndarray:
+    """``(P, N·lags)`` int32 ``Σ_b w[b, i] k[b + j, p]`` as one int8 GEMM ``kᵀ @ aᵀ`` with the lag matrix
+    ``a`` (both views: oneDNN splits the P rows over threads better than in ``a @ k``)."""
+    return torch._int_mm(torch.from_numpy(k).T, torch.from_numpy(_lag_matrix(w, lags)).T).numpy()
+
+
+def karatsuba_fits(w: np.ndarray) -> bool:
+    """Whether the sums of even and odd weight rows stay in int8 (needed by the Karatsuba split)."""
+    w16 = w.astype(np.int16)
+    return len(w) >= 2 and bool(np.abs(w16[0::2][: len(w) // 2] + w16[1::2]).max() <= 127)
+
+
+def lag_product_parts(k: np.ndarray, w: np.ndarray, h: int, karatsuba: bool) -> list[np.ndarray]:
+    """Int32 partial products whose :func:`assemble_lag_product` is ``S[p, i, j] = Σ_b w[b, i] k[b + j, p]``
+    for int8 frames ``k (B+h-1, P)`` and int8 weights ``w (B, N)``; linear, so parts can be summed over
+    chunks before assembling.
+
+    Plain: ``[S]``, one GEMM with ``N·h·(B+h-1)·P`` multiply-adds. Karatsuba (``karatsuba_fits(w)``, sums of
+    two frame codes in int8, e.g. binary codes; h ≥ 2):
+    with bins and frames split by parity, ``P1 = w_e ⋆ k_e``, ``P2 = w_o ⋆ k_o``, ``P3 = (w_e + w_o) ⋆
+    (k_o + k_e[1:])`` (``⋆``: lagged correlation); three half-length GEMMs, ≈ 0.76 of the multiply-adds.
     """
-    if out is None:
-        out = torch.empty((k.shape[1], w.shape[1] * h), dtype=torch.int32)
-    torch._int_mm(torch.from_numpy(k).T, torch.from_numpy(_lag_matrix(w, h)).T, out=out)
+    b, n = w.shape
+    if not karatsuba:
+        return [_int8_gemm(k, w, h)]
+    n_pix = k.shape[1]
+    be, he, ho = (b + 1) // 2, (h + 1) // 2, h // 2
+    n1 = max(he, ho + 1)
+    w_e = w[0::2]
+    w_o = np.zeros_like(w_e)
+    w_o[: b // 2] = w[1::2]
+    k_e = np.zeros((be + n1 - 1, n_pix), np.int8)
+    k_o = np.zeros((be + he - 1, n_pix), np.int8)
+    ev, od = k[0::2][: len(k_e)], k[1::2][: len(k_o)]
+    k_e[: len(ev)], k_o[: len(od)] = ev, od
+    k_s = k_o[: be + ho - 1] + k_e[1 : be + ho]  # 0 … 2 for binary codes
+    return [_int8_gemm(k_e, w_e, n1), _int8_gemm(k_o, w_o, he), _int8_gemm(k_s, w_e + w_o, ho)]
+
+
+def assemble_lag_product(parts: list[np.ndarray], n: int, h: int) -> np.ndarray:
+    """``S (P, N, h)`` int32 from (summed) :func:`lag_product_parts`: even lags ``S[2q] = P1[q] + P2[q]``,
+    odd lags ``S[2q+1] = P3[q] − P1[q+1] − P2[q]``."""
+    if len(parts) == 1:
+        return parts[0].reshape(-1, n, h)
+    he, ho = (h + 1) // 2, h // 2
+    p1, p2, p3 = (p.reshape(p.shape[0], n, -1) for p in parts)
+    out = np.empty((p1.shape[0], n, h), np.int32)
+    np.add(p1[:, :, :he], p2[:, :, :he], out=out[:, :, 0::2])
+    odd = out[:, :, 1::2]
+    np.subtract(p3, p1[:, :, 1 : ho + 1], out=odd)
+    odd -= p2[:, :, :ho]
     return out
 
 
@@ -213,9 +256,9 @@ class WindowCorrelator:
         self._int8 = method in ("int8", "auto") and self.device.type == "cpu" and hasattr(torch, "_int_mm")
         self._codes: np.ndarray | None = None  # int8 frame codes, reused between chunks
         self._levels: tuple[float, float] | None = None  # two frame values of the pending int8 sums
-        # exact int32 sums Σ w k of the int8 chunks with these levels, (P, N·h); their Σ w and Σ |w| per cell
-        self._code_sum: torch.Tensor | None = None
-        self._code_prod: torch.Tensor | None = None  # product buffer of the next chunks
+        # exact int32 sums of the int8 chunks with these levels (lag_product_parts); their Σ w and 2 Σ |w|
+        self._code_parts: list[np.ndarray] = []
+        self._code_karatsuba = False
         self._code_weight = np.zeros(self.n_cells, np.int64)
         self._code_bound = np.zeros(self.n_cells, np.int64)  # bounds |Σ w k| (int32 overflow guard)
         self._code_pending = False
@@ -308,20 +351,18 @@ class WindowCorrelator:
         if self._levels != (lo, hi):
             self._fold_codes()
             self._levels = (lo, hi)
-        # exact: int8 × int8 products summed in int32; |Σ w k| ≤ Σ |w| is kept below 2^31 by folding
-        w_abs = np.abs(w8, dtype=np.int64).sum(0)
-        if self._code_pending and (self._code_bound + w_abs).max() > _INT32_SUM_LIMIT:
+        # exact: int8 × int8 products summed in int32; the parts stay below 2 Σ |w| < 2^31 by folding
+        karatsuba = _KARATSUBA and h >= 2 and karatsuba_fits(w8)
+        w_abs = 2 * np.abs(w8, dtype=np.int64).sum(0)
+        if self._code_pending and (karatsuba != self._code_karatsuba
+                                   or (self._code_bound + w_abs).max() > _INT32_SUM_LIMIT):
             self._fold_codes()
-        shape = (self._n_pix, self.n_cells * h)
-        if self._code_sum is None:
-            self._code_sum = torch.empty(shape, dtype=torch.int32)
+        parts = lag_product_parts(k, w8, h, karatsuba)
         if not self._code_pending:
-            lag_product_int8(k, w8, h, out=self._code_sum)
+            self._code_parts, self._code_karatsuba = parts, karatsuba
         else:
-            if self._code_prod is None:
-                self._code_prod = torch.empty(shape, dtype=torch.int32)
-            lag_product_int8(k, w8, h, out=self._code_prod)
-            np.add(self._code_sum.numpy(), self._code_prod.numpy(), out=self._code_sum.numpy())
+            for acc, part in zip(self._code_parts, parts):
+                np.add(acc, part, out=acc)
         w_sum = w8.sum(0, dtype=np.int64)
         self._code_pending = True
         self._code_weight += w_sum
@@ -340,10 +381,10 @@ class WindowCorrelator:
     def _fold_codes(self) -> None:
         """Move the exact integer sums of the int8 chunks (all with levels ``lo, hi``) into the float64 sum:
         ``Σ w x = (hi - lo)·Σ w k + lo·Σ w``."""
-        if self._code_pending and self._code_sum is not None and self._levels is not None:
+        if self._code_pending and self._levels is not None:
             lo, hi = self._levels
-            total = np.array(self._code_sum.numpy().T, dtype=np.float64, order="C")
-            total = total.reshape(self.n_cells, self.history, -1)
+            code_sum = assemble_lag_product(self._code_parts, self.n_cells, self.history)  # (P, N, h)
+            total = np.array(code_sum.transpose(1, 2, 0), dtype=np.float64, order="C")
             total *= hi - lo
             total += lo * self._code_weight[:, None, None].astype(np.float64)
             self._add_to_sum(torch.from_numpy(total))
