@@ -103,7 +103,8 @@ def test_codec_init_lets_some_codes_pass_the_threshold_where_default_init_is_dea
 
 
 def test_faithful_codec_recipe_stays_dead_where_the_default_init_trains(planted):
-    common = {"kind": "codec", "n_modes": 64, "max_epochs": 20, "quiet": True, "random_state": 0}
+    # on the CPU in float32: under bf16 on a GPU a couple of codes can cross τ by rounding
+    common = {"kind": "codec", "n_modes": 64, "max_epochs": 20, "quiet": True, "random_state": 0, "device": "cpu"}
     faithful = ModeDecomposer(**common, sae_options={"init_active_fraction": None}).fit(planted.X)
     fixed = ModeDecomposer(**common).fit(planted.X)
     assert faithful.n_modes_ == 0 and faithful.explained_variance_ <= 0.0
