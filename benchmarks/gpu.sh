@@ -31,7 +31,7 @@ step() {
   grep -v '^\s*$' "$OUT/$name.log" | tail -n "${TAIL:-40}"
 }
 TAIL=8 step gpu-tests 100 $PY -m pytest -q -p no:cacheprovider -m gpu -x tests/test_models.py tests/test_fit.py \
-  tests/test_contributions_fast.py ${GPU_TESTS:-}
+  tests/test_contributions_fast.py tests/test_modes_fast_paths.py ${GPU_TESTS:-}
 TAIL=60 step bench-contributions ${CONTRIB_LIMIT:-150} $PY benchmarks/bench_contributions.py --device cuda --profile ${CONTRIB_ARGS:-}
 TAIL=40 step bench-sae 80 $PY benchmarks/bench_sae.py ${SAE_ARGS:---gpu-only}
 TAIL=25 step bench-sta 60 $PY benchmarks/bench_sta.py ${STA_ARGS:---gpu-only}
