@@ -185,8 +185,9 @@ class ContributionEngine:
             swaps = batchnorm_folds(self.model, probe, keep=set(self.layers))
             if swaps and self._same_outputs(probe, swaps):
                 self._stack.enter_context(swap_modules(self.model, swaps))
-        if self._use_fft():
-            self._stack.enter_context(swap_modules(self.model, fft_conv_swaps(self.model)))
+        swaps = self._fft_swaps()
+        if swaps:
+            self._stack.enter_context(swap_modules(self.model, swaps))
 
     def _same_outputs(self, probe: torch.Tensor, swaps: dict[str, nn.Module], rtol: float = 1e-4) -> bool:
         def run() -> list[torch.Tensor]:
@@ -201,11 +202,13 @@ class ContributionEngine:
                    and float((a - b).abs().max()) <= rtol * max(float(a.abs().max()), 1e-12)
                    for a, b in zip(ref, got))
 
-    def _use_fft(self) -> bool:
-        """``fast_conv="fft"``, or ``"auto"`` where FFT convolution was measured faster (see RESULTS.md)."""
+    def _fft_swaps(self) -> dict[str, nn.Module]:
+        """FFT convolutions to swap in: every eligible one for ``fast_conv="fft"``; none for ``"native"`` and,
+        for now, ``"auto"`` (on the CPU the FFT path was 2× slower for a whole BN-CNN and no faster with only
+        its first layer swapped; on a GPU it is not yet timed — benchmarks/RESULTS.md)."""
         if self.fast_conv == "fft":
-            return True
-        return False
+            return fft_conv_swaps(self.model)
+        return {}
 
     def _require_open(self) -> None:
         if self._stack is None:

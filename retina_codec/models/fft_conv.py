@@ -78,7 +78,8 @@ class FFTConv2d(nn.Module):
         return f"{c.in_channels}, {c.out_channels}, kernel_size={c.kernel_size}, padding={c.padding}"
 
 
-def fft_conv_swaps(model: nn.Module, min_kernel: int = 7) -> dict[str, FFTConv2d]:
-    """``{name: FFTConv2d(conv)}`` for every eligible convolution of ``model`` (kernel side ≥ ``min_kernel``)."""
+def fft_conv_swaps(model: nn.Module, min_kernel: int = 7, min_in_channels: int = 1) -> dict[str, FFTConv2d]:
+    """``{name: FFTConv2d(conv)}`` for every eligible convolution of ``model`` (kernel side ≥ ``min_kernel``,
+    at least ``min_in_channels`` input channels)."""
     return {name: FFTConv2d(m) for name, m in model.named_modules()
-            if name and fft_conv_eligible(m, min_kernel)}
+            if name and fft_conv_eligible(m, min_kernel) and m.in_channels >= min_in_channels}
