@@ -207,3 +207,60 @@ def test_int8_lag_products_equal_the_integer_lagged_sum(b, h, karatsuba):
     summed = [p + q for p, q in zip(parts, parts2)]
     ref2 = np.einsum("bn,bjp->pnj", w[::-1].astype(np.int64), np.stack([k[::-1][t : t + h] for t in range(b)]))
     np.testing.assert_array_equal(assemble_lag_product(summed, 3, h), ref + ref2)
+
+
+def _coded_recordings(t=900, hw=(6, 7), n=3, seed=4, levels=(0, 1), scale=2.0, offset=-1.0):
+    """The same binary movie twice: stored as uint8 codes (ArrayFrames with scale/offset, as NWB keeps
+    white noise) and as the float32 frames those codes stand for."""
+    from retina_codec.recordings.frames import ArrayFrames
+
+    rng = np.random.default_rng(seed)
+    codes = np.asarray(levels, np.uint8)[rng.integers(0, len(levels), (t, *hw))]
+    counts = rng.poisson(0.3, (t, n)).astype(np.float32)
+    times = np.arange(t) / 100.0
+    coded = Recording(ArrayFrames(codes, scale=scale, offset=offset), times, 100.0, counts,
+                      intervals={"test": np.array([[1.0, 4.0], [5.0, 8.5]])})
+    floats = Recording((codes * np.float32(scale) + np.float32(offset)).astype(np.float32), times, 100.0, counts,
+                       intervals={"test": np.array([[1.0, 4.0], [5.0, 8.5]])})
+    return coded, floats
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("split", [None, "test"])
+def test_stored_uint8_codes_give_the_same_sta_without_float_frames(monkeypatch, normalize, split):
+    coded, floats = _coded_recordings()
+    kw = {"history": 5, "normalize": normalize, "batch_size": 128, "device": "cpu", "quiet": True, "split": split}
+    ref = spike_triggered_average(floats, method="fft", dtype=torch.float64, **kw)
+    calls = []
+    real = correlate.WindowCorrelator.update_windows
+    monkeypatch.setattr(correlate.WindowCorrelator, "update_windows",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    got = spike_triggered_average(coded, method="auto", **kw)
+    assert not calls  # every chunk went through the stored codes
+    # the float path z-scores frames in float32; the codes path maps the two levels in float64
+    np.testing.assert_allclose(got.sta, ref.sta, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got.n_spikes, ref.n_spikes)
+
+
+def test_stored_codes_that_are_not_binary_fall_back_to_float_frames():
+    coded, floats = _coded_recordings(levels=(0, 128, 255), scale=1 / 255, offset=0.0)
+    kw = {"history": 4, "normalize": True, "batch_size": 100, "device": "cpu", "quiet": True}
+    ref = spike_triggered_average(floats, method="fft", dtype=torch.float64, **kw)
+    got = spike_triggered_average(coded, method="auto", **kw)
+    np.testing.assert_allclose(got.sta, ref.sta, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="int8"):
+        spike_triggered_average(coded, method="int8", **kw)
+
+
+def test_nwb_style_uint8_white_noise_matches_pyret():
+    coded, floats = _coded_recordings(levels=(0, 255), scale=1 / 255, offset=0.0, t=600, hw=(5, 5), n=2)
+    for rec in (coded, floats):  # pyret drops bins 0…nb and the last bin (see the alignment test above)
+        rec.responses[:7] = 0
+        rec.responses[-1:] = 0
+    got = spike_triggered_average(coded, history=6, normalize=False, device="cpu", quiet=True)
+    stim = floats.stimulus[0:len(floats.stimulus)]
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        spikes = _spike_times(floats, c, rng)
+        ref, _ = filtertools.sta(floats.frame_times, stim, spikes, 6)
+        np.testing.assert_allclose(got.sta[c], ref, rtol=1e-6, atol=1e-7)

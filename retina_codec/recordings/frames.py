@@ -13,7 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FrameSource", "ArrayFrames", "H5Frames", "IndexedFrames", "ConcatFrames", "as_frame_source"]
+__all__ = ["FrameSource", "ArrayFrames", "H5Frames", "IndexedFrames", "ConcatFrames", "as_frame_source",
+           "raw_frames"]
 
 
 @runtime_checkable
@@ -68,6 +69,11 @@ class ArrayFrames:
         a, b = _as_slice(key, len(self))
         return _to_float32(self.data[a:b], self.scale, self.offset)
 
+    def raw(self, key: Any) -> tuple[np.ndarray, float, float]:
+        """Stored values of a slice, unconverted (a view), with ``scale, offset``: frames = raw·scale + offset."""
+        a, b = _as_slice(key, len(self))
+        return self.data[a:b], self.scale, self.offset
+
     def __repr__(self) -> str:
         return f"ArrayFrames(shape={self.shape}, dtype={self.data.dtype})"
 
@@ -95,6 +101,12 @@ class H5Frames:
         a, b = _as_slice(key, len(self))
         raw = np.asarray(self.dataset[a:b])
         return _to_float32(raw.transpose(0, 2, 1) if self.transpose else raw, self.scale, self.offset)
+
+    def raw(self, key: Any) -> tuple[np.ndarray, float, float]:
+        """Stored values of a slice as read from the file (``(n, H, W)``), with ``scale, offset``."""
+        a, b = _as_slice(key, len(self))
+        raw = np.asarray(self.dataset[a:b])
+        return (raw.transpose(0, 2, 1) if self.transpose else raw), self.scale, self.offset
 
     def __repr__(self) -> str:
         return f"H5Frames(shape={self.shape}, transpose={self.transpose})"
@@ -166,3 +178,10 @@ def as_frame_source(stimulus: Any) -> FrameSource:
             return stimulus
         return H5Frames(stimulus)
     return ArrayFrames(np.asarray(stimulus))
+
+
+def raw_frames(source: Any, a: int, b: int) -> tuple[np.ndarray, float, float] | None:
+    """Frames ``a … b−1`` of ``source`` as stored (e.g. uint8 codes) with ``scale, offset`` such that
+    ``source[a:b] == raw · scale + offset``; ``None`` for sources that only give converted frames."""
+    get = getattr(source, "raw", None)
+    return get(slice(a, b)) if callable(get) else None

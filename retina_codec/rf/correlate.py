@@ -133,6 +133,10 @@ def two_level_codes(x: np.ndarray, out: np.ndarray | None = None,
         if x.dtype in _BITS:  # compare bit patterns (exact, and ≈ 15 % faster than float comparisons)
             xs = flat_x.view(_BITS[x.dtype])
             lo_key, hi_key = (np.array(v, x.dtype).view(_BITS[x.dtype])[()] for v in (lo, hi))
+        elif x.dtype.kind in "iub":  # stored integer codes (uint8 frames): compare in their own dtype
+            if lo != int(lo) or hi != int(hi):
+                continue
+            lo_key, hi_key = x.dtype.type(int(lo)), x.dtype.type(int(hi))
         jobs = [(xs[a:b], hit[a:b], lo_key, hi_key) for a, b in zip(cuts[:-1], cuts[1:])]
         found = (_pool().map(lambda job: _count_levels(*job), jobs) if n_parts > 1
                  else [_count_levels(*jobs[0])])
@@ -256,6 +260,7 @@ class WindowCorrelator:
         self._int8 = method in ("int8", "auto") and self.device.type == "cpu" and hasattr(torch, "_int_mm")
         self._codes: np.ndarray | None = None  # int8 frame codes, reused between chunks
         self._levels: tuple[float, float] | None = None  # two frame values of the pending int8 sums
+        self._raw_levels: tuple[float, float] | None = None  # the same as stored codes (update_codes)
         # exact int32 sums of the int8 chunks with these levels (lag_product_parts); their Σ w and 2 Σ |w|
         self._code_parts: list[np.ndarray] = []
         self._code_karatsuba = False
@@ -318,6 +323,22 @@ class WindowCorrelator:
         _copy_into(buf[: b + h - 1], frames)
         self._accumulate(buf, weights, b)
 
+    def update_codes(self, raw: np.ndarray, weights: np.ndarray | torch.Tensor, scale: float = 1.0,
+                     offset: float = 0.0) -> bool:
+        """Add ``B`` bins' windows from *stored* frame values ``raw (B+h-1, H, W)`` (e.g. a recording's uint8
+        codes) whose frames are ``raw · scale + offset``, through the exact int8 path without forming float
+        frames. Returns ``False``, adding nothing, when the chunk does not qualify (not two-level integer
+        codes, non-integer weights, method not int8/auto, not on the CPU): then add it with :meth:`update`."""
+        b, h = len(weights), self.history
+        if tuple(raw.shape) != (b + h - 1,) + self.frame_shape:
+            raise ValueError(f"raw frames: expected shape {(b + h - 1,) + self.frame_shape} for {b} bins, "
+                             f"found {tuple(raw.shape)}")
+        if not self._int8 or np.asarray(raw).dtype.kind not in "iub":
+            return False
+        if b == 0:
+            return True
+        return self._update_int8(raw, weights, affine=(float(scale), float(offset)), strict=False)
+
     def _buffer(self, b: int) -> torch.Tensor:
         """The compute buffer for ``b`` bins, reused between chunks (only its padding is zeroed)."""
         rows = self._rows(b)
@@ -327,9 +348,12 @@ class WindowCorrelator:
         buf[b + self.history - 1 :] = 0
         return buf
 
-    def _update_int8(self, frames: np.ndarray | torch.Tensor, weights: np.ndarray | torch.Tensor) -> bool:
+    def _update_int8(self, frames: np.ndarray | torch.Tensor, weights: np.ndarray | torch.Tensor,
+                     affine: tuple[float, float] | None = None, strict: bool | None = None) -> bool:
         """Method ``"int8"`` for one chunk; ``False`` (nothing added) when the chunk does not qualify and
-        the method is ``"auto"``."""
+        the method is ``"auto"``. ``affine = (scale, offset)``: ``frames`` are stored codes of the frames
+        ``frames · scale + offset``. ``strict`` (default: method ``"int8"``) raises instead of returning
+        ``False``."""
         b, h = len(weights), self.history
         w8 = _int8_weights(weights)
         if w8 is not None and w8.shape != (b, self.n_cells):
@@ -341,13 +365,16 @@ class WindowCorrelator:
             rows, n_pix = x.shape
             if self._codes is None or self._codes.shape[0] < rows:
                 self._codes = np.empty((rows, n_pix), np.int8)
-            codes = two_level_codes(x, self._codes[:rows], self._levels)
+            codes = two_level_codes(x, self._codes[:rows], self._raw_levels if affine else self._levels)
         if codes is None:
-            if self.method == "int8":
+            if (self.method == "int8") if strict is None else strict:
                 raise ValueError("method 'int8': expected frames with two values and integer weights in "
                                  "[-128, 127] (binary noise, spike counts); use 'auto' to fall back to 'fft'")
             return False
         k, lo, hi = codes
+        if affine is not None:  # code levels → frame values
+            self._raw_levels = (lo, hi)
+            lo, hi = lo * affine[0] + affine[1], hi * affine[0] + affine[1]
         if self._levels != (lo, hi):
             self._fold_codes()
             self._levels = (lo, hi)

@@ -38,6 +38,8 @@ import torch
 
 from ..progress import progress
 from ..recordings import Recording
+from ..recordings.frames import raw_frames
+from ..recordings.windows import window_start
 from .correlate import WindowCorrelator, resolve_device
 
 __all__ = ["SpikeTriggeredAverage", "SpikeTriggeredCovariance", "spike_triggered_average",
@@ -133,13 +135,27 @@ def spike_triggered_average(
     corr = WindowCorrelator(resp.shape[1], history, recording.frame_shape, method=method,
                             device=device, dtype=dtype)
     bins = recording.window_bins(split, history, offset)
-    batches = recording.iter_windows(bins=bins, history=history, offset=offset, batch_size=batch_size,
-                                     normalize=normalize)
-    for batch in progress(batches, desc="STA", total=-(-len(bins) // batch_size), quiet=quiet):
-        corr.update_windows(batch.stimulus, resp[batch.bins])
+    mean, std = recording.normalization() if normalize else (0.0, 1.0)
+    for chunk in progress(_chunks(bins, batch_size), desc="STA", total=-(-len(bins) // batch_size), quiet=quiet):
+        f0 = window_start(int(chunk[0]), history, offset)
+        raw = (raw_frames(recording.stimulus, f0, f0 + len(chunk) + history - 1)
+               if method in ("auto", "int8") else None)
+        # stored integer codes of a binary stimulus (uint8 white noise) go to the exact int8 path directly
+        if raw is not None and corr.update_codes(raw[0], resp[chunk], raw[1] / std, (raw[2] - mean) / std):
+            continue
+        for batch in recording.iter_windows(bins=chunk, history=history, offset=offset,
+                                            batch_size=len(chunk), normalize=normalize):
+            corr.update_windows(batch.stimulus, resp[batch.bins])
     ids = [recording.cell_ids[i] for i in idx] if weights is None else [str(i) for i in range(resp.shape[1])]
     return SpikeTriggeredAverage(corr.mean(), corr.weight_sum, ids, history, offset, recording.frame_rate,
                                  normalize, split, corr.n_bins)
+
+
+def _chunks(bins: np.ndarray, size: int) -> list[np.ndarray]:
+    """Runs of consecutive bins cut into pieces of at most ``size`` (the chunks ``iter_windows`` makes)."""
+    bins = np.asarray(bins, dtype=np.int64)
+    runs = np.split(bins, np.flatnonzero(np.diff(bins) != 1) + 1) if bins.size else []
+    return [run[a:a + size] for run in runs for a in range(0, len(run), size)]
 
 
 @dataclass
