@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One script for a lent GPU machine: the GPU tests, then every benchmark's GPU section. Each step is
-# time-boxed so the whole run fits one device call (about 6 minutes); logs go to $OUT (or ./gpu-out).
+# time-boxed so the whole run fits one device call (about 6 minutes; the still-unmeasured benchmarks
+# first); logs go to $OUT (or ./gpu-out).
 #
 # The device image has its own Python with torch, numpy, scipy, h5py, sklearn, matplotlib, timm and pytest
 # but no registry access: the pure-Python packages it lacks (pynwb, hdmf and their few dependencies,
@@ -19,7 +20,7 @@ else
 fi
 PY=${PY:-python3}
 { nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv; $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/gpu.txt"
-STEPS=${STEPS:-gpu-tests bench-contributions bench-sae bench-sta bench-training}
+STEPS=${STEPS:-bench-contributions bench-sta gpu-tests bench-sae bench-training}
 step() {
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
@@ -30,10 +31,10 @@ step() {
   echo "rc=$rc after $((SECONDS - t0)) s" >>"$OUT/$name.log"
   grep -v '^\s*$' "$OUT/$name.log" | tail -n "${TAIL:-40}"
 }
+TAIL=60 step bench-contributions ${CONTRIB_LIMIT:-150} $PY benchmarks/bench_contributions.py --device cuda --profile ${CONTRIB_ARGS:-}
+TAIL=25 step bench-sta 60 $PY benchmarks/bench_sta.py ${STA_ARGS:---gpu-only --irf-batch 128 --repeats 3}
 TAIL=8 step gpu-tests 100 $PY -m pytest -q -p no:cacheprovider -m gpu -x tests/test_models.py tests/test_fit.py \
   tests/test_contributions_fast.py tests/test_modes_fast_paths.py ${GPU_TESTS:-}
-TAIL=60 step bench-contributions ${CONTRIB_LIMIT:-150} $PY benchmarks/bench_contributions.py --device cuda --profile ${CONTRIB_ARGS:-}
 TAIL=40 step bench-sae 80 $PY benchmarks/bench_sae.py ${SAE_ARGS:---gpu-only}
-TAIL=25 step bench-sta 60 $PY benchmarks/bench_sta.py ${STA_ARGS:---gpu-only}
 TAIL=10 step bench-training 30 $PY benchmarks/bench_training.py --device cuda
 echo "== done in $SECONDS s"
