@@ -34,6 +34,24 @@ def test_fft_conv_equals_conv2d_in_values_and_input_gradients(cin, cout, k, size
     torch.testing.assert_close(g_got, g_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("cin,cout,k,size,pad", [(6, 4, 5, 14, 0), (4, 3, 3, 9, 1), (3, 2, 7, 11, 3)])
+def test_fft_conv_with_frozen_weights_has_the_exact_input_gradient_also_batched(cin, cout, k, size, pad):
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(cin, cout, k, padding=pad).double().requires_grad_(False)
+    fft = FFTConv2d(conv)
+    x = torch.randn(3, cin, size, size + 1, dtype=F64, requires_grad=True)
+    ref, got = conv(x), fft(x)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    (g_ref,) = torch.autograd.grad(ref.sin().sum(), x)
+    (g_got,) = torch.autograd.grad(got.sin().sum(), x)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-10, atol=1e-10)
+    # vmapped backward (is_grads_batched, as the IRFs of many cells use it)
+    go = torch.randn(4, *ref.shape, dtype=F64)
+    (b_ref,) = torch.autograd.grad(conv(x), x, go, is_grads_batched=True)
+    (b_got,) = torch.autograd.grad(fft(x), x, go, is_grads_batched=True)
+    torch.testing.assert_close(b_got, b_ref, rtol=1e-10, atol=1e-10)
+
+
 def test_fft_conv_follows_weight_updates_and_shares_parameters():
     conv = torch.nn.Conv2d(2, 2, 5).double().requires_grad_(False)
     fft = FFTConv2d(conv)

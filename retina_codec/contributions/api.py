@@ -127,7 +127,8 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
     reduce : ``("ei_split", "spatial_sum")`` (16 numbers per bin for an 8-channel layer), either, or None
         for full maps.
     fast_conv : ``"fft"`` evaluates large-kernel convolutions (≥ 7×7) with FFTs, ``"native"`` never,
-        ``"auto"`` where that was measured faster (benchmarks/RESULTS.md). Same numbers to float rounding.
+        ``"auto"`` where that was measured faster (the CPU; benchmarks/RESULTS.md). Same numbers to float
+        rounding.
     channels_last : run 4-D layers in channels-last layout (``None``: the engine's default for the device).
     autocast : bf16 mixed precision for the forward and backward passes (GPU speed; contributions then
         carry bf16 rounding, visible in the completeness error); targets and sums stay in float32.

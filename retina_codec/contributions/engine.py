@@ -203,10 +203,10 @@ class ContributionEngine:
                    for a, b in zip(ref, got))
 
     def _fft_swaps(self) -> dict[str, nn.Module]:
-        """FFT convolutions to swap in: every eligible one for ``fast_conv="fft"``; none for ``"native"`` and,
-        for now, ``"auto"`` (on the CPU the FFT path was 2× slower for a whole BN-CNN and no faster with only
-        its first layer swapped; on a GPU it is not yet timed — benchmarks/RESULTS.md)."""
-        if self.fast_conv == "fft":
+        """FFT convolutions to swap in (kernels ≥ 7×7, stride 1): for ``fast_conv="fft"``, and for ``"auto"``
+        on the CPU, where a full-size retina BN-CNN ran ≈ 15 % faster with both convolutions as FFTs
+        (benchmarks/RESULTS.md); none for ``"native"`` and, until timed there, for ``"auto"`` on a GPU."""
+        if self.fast_conv == "fft" or (self.fast_conv == "auto" and self.device.type == "cpu"):
             return fft_conv_swaps(self.model)
         return {}
 

@@ -66,9 +66,10 @@ class FFTConv2d(nn.Module):
         if h < kh or w < kw:
             raise ValueError(f"FFTConv2d: kernel {kh}x{kw} does not fit a {h}x{w} input")
         spec = self._spectrum((h, w), x.dtype, x.device)
-        xf = torch.fft.rfft2(x, s=(h, w))  # (N, C_in, H', W'//2+1)
-        yf = torch.einsum("nihw,oihw->nohw", xf, spec)
-        y = torch.fft.irfft2(yf, s=(h, w))[..., : h - kh + 1, : w - kw + 1]
+        if spec.requires_grad:  # training the weight: plain autograd through the FFTs
+            y = _correlate(x, spec, kh, kw)
+        else:  # frozen weight: the input gradient is itself one FFT convolution (_FrozenFFTCorrelation)
+            y = _FrozenFFTCorrelation.apply(x, spec, kh, kw)
         if self.conv.bias is not None:
             y = y + self.conv.bias.to(y.dtype).view(1, -1, 1, 1)
         return y
@@ -76,6 +77,48 @@ class FFTConv2d(nn.Module):
     def extra_repr(self) -> str:
         c = self.conv
         return f"{c.in_channels}, {c.out_channels}, kernel_size={c.kernel_size}, padding={c.padding}"
+
+
+def _correlate(x: torch.Tensor, spec: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Valid cross-correlation of ``x (N, C_in, H', W')`` with the kernels whose conjugate spectrum is ``spec``."""
+    h, w = x.shape[-2:]
+    yf = _mix_channels(torch.fft.rfft2(x, s=(h, w)), spec.transpose(0, 1))
+    return torch.fft.irfft2(yf, s=(h, w))[..., : h - kh + 1, : w - kw + 1]
+
+
+def _mix_channels(xf: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``out[n, b] = Σ_a xf[n, a] · m[a, b]`` per frequency: ``xf (N, A, H, F)``, ``m (A, B, H, F)`` →
+    ``(N, B, H, F)``, as one batched matrix product over frequencies (vmappable, unlike complex einsum)."""
+    return torch.matmul(xf.permute(2, 3, 0, 1), m.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)
+
+
+class _FrozenFFTCorrelation(torch.autograd.Function):
+    """:func:`_correlate` with a hand-written input gradient.
+
+    The adjoint of a valid cross-correlation is the full convolution of the output gradient with the
+    kernel; zero-padded to the input size ``(H', W')`` it has no wrap-around (``H_out + k_h − 1 = H'``), so
+    it is ``irfft2(rfft2(g) · conj(spec))`` — one FFT pair, where autograd through ``rfft2`` would take a
+    full complex transform, padding and copies. Vmappable (``is_grads_batched`` for IRFs of many cells).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, spec, kh, kw):  # noqa: ANN001, ANN205
+        return _correlate(x, spec, kh, kw)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN205
+        x, spec, _, _ = inputs
+        ctx.save_for_backward(spec)
+        ctx.size = tuple(x.shape[-2:])
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (spec,) = ctx.saved_tensors
+        gf = torch.fft.rfft2(grad, s=ctx.size)  # zero-padded to the input size
+        gx = torch.fft.irfft2(_mix_channels(gf, spec.conj()), s=ctx.size)
+        return gx, None, None, None
 
 
 def fft_conv_swaps(model: nn.Module, min_kernel: int = 7, min_in_channels: int = 1) -> dict[str, FFTConv2d]:
