@@ -152,20 +152,27 @@ def bench_memory(lengths: list[int], cells: int) -> None:
 def bench_irf(cells: int, batch: int, repeats: int, device: str | None = None) -> None:
     """IRFs of every cell of a default BN-CNN (40×50×50 input): batched backward vs a loop over cells.
     Each variant in try/except (a failure is printed, the other variant still runs)."""
+    import contextlib
+
     from retina_codec.models.bncnn import BNCNN
-    from retina_codec.rf.irf import input_jacobian
+    from retina_codec.rf.irf import fast_input_gradients, input_jacobian
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = BNCNN(cells).to(dev).eval()
     x = torch.randn(batch, 40, 50, 50, device=dev)
     cols = list(range(cells))
-    for label, batched in (("batched (is_grads_batched)", True), ("loop over cells", False)):
+    rows = [("batched (is_grads_batched)", True, contextlib.nullcontext),
+            ("loop over cells", False, contextlib.nullcontext)]
+    if dev.type == "cpu":  # what iter_irfs / model STA use on a CPU
+        rows.append(("batched, FFT convolutions", True, lambda: fast_input_gradients(model)))
+    for label, batched, ctx in rows:
         try:
             best = np.inf
             for _ in range(repeats + 1):  # first call warms up
                 _sync(dev.type)
                 t0 = time.perf_counter()
-                jac = input_jacobian(model, x, cols, batched=batched)
+                with ctx():
+                    jac = input_jacobian(model, x, cols, batched=batched)
                 _sync(dev.type)
                 best = min(best, time.perf_counter() - t0)
             assert jac.shape == (batch, cells, 40, 50, 50), jac.shape

@@ -117,3 +117,29 @@ def test_model_sta_and_reverse_correlation_of_an_ln_model_are_proportional_to_th
 def test_model_sta_needs_a_frame_shape_when_the_model_has_no_input_spec():
     with pytest.raises(ValueError, match="frame_shape"):
         model_sta_gradient(LinearCells(_filters(n=1)), [0], n_samples=4)
+
+
+def test_irfs_through_fft_convolutions_equal_plain_autograd_and_restore_the_model():
+    from retina_codec.models import BNCNN
+    from retina_codec.models.fft_conv import FFTConv2d
+    from retina_codec.rf.irf import fast_input_gradients
+
+    torch.manual_seed(0)
+    model = BNCNN(3, history=5, frame_shape=(16, 16), kernel_sizes=(9, 7)).double().eval()
+    x = torch.randn(4, 5, 16, 16, dtype=torch.float64)
+    ref = input_jacobian(model, x, [0, 2])
+    with fast_input_gradients(model):
+        assert isinstance(model.conv1.conv, FFTConv2d) and isinstance(model.conv2.conv, FFTConv2d)
+        assert not any(p.requires_grad for p in model.parameters())
+        got = input_jacobian(model, x, [0, 2])
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
+    assert isinstance(model.conv1.conv, nn.Conv2d) and not isinstance(model.conv1.conv, FFTConv2d)
+    assert all(p.requires_grad for p in model.parameters())
+    rng = np.random.default_rng(0)
+    rec = Recording(rng.standard_normal((40, 16, 16)).astype(np.float32), np.arange(40) / 100.0, 100.0,
+                    np.zeros((40, 3), np.float32))
+    streamed = instantaneous_rfs(model.float(), rec, np.arange(10, 20), [1], normalize=False, quiet=True)
+    plain = np.stack([input_jacobian(model, torch.from_numpy(rec.stimulus[b - 5:b][None]), [1])[0].numpy()
+                      for b in range(10, 20)])
+    np.testing.assert_allclose(streamed, plain, rtol=1e-4, atol=1e-5 * np.abs(plain).max())
+    assert not isinstance(model.conv1.conv, FFTConv2d)
