@@ -278,3 +278,11 @@ def test_engine_folds_only_when_outputs_are_unchanged_and_results_match():
     assert n_bn < sum(isinstance(m, torch.nn.BatchNorm2d) for m in res.modules())  # some were folded
     for n in ("conv1", "conv2"):
         torch.testing.assert_close(folded.contributions[n], plain.contributions[n], rtol=1e-9, atol=1e-10)
+
+
+def test_fft_conv_accepts_half_precision_inputs_in_float32():
+    conv = torch.nn.Conv2d(3, 2, 7).requires_grad_(False)
+    x = torch.randn(2, 3, 12, 12)
+    got = FFTConv2d(conv)(x.to(torch.bfloat16))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, conv(x.to(torch.bfloat16).float()), rtol=1e-4, atol=1e-4)

@@ -58,6 +58,8 @@ class FFTConv2d(nn.Module):
         return self._cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):  # cuFFT has no bf16 (and fp16 for powers of 2 only)
+            x = x.float()
         ph, pw = self.conv.padding
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph))
