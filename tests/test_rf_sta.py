@@ -264,3 +264,24 @@ def test_nwb_style_uint8_white_noise_matches_pyret():
         spikes = _spike_times(floats, c, rng)
         ref, _ = filtertools.sta(floats.frame_times, stim, spikes, 6)
         np.testing.assert_allclose(got.sta[c], ref, rtol=1e-6, atol=1e-7)
+
+
+def test_sta_of_a_lazy_nwb_white_noise_uses_its_uint8_codes(tmp_path, monkeypatch):
+    from retina_codec.recordings.nwb import read_nwb, write_nwb
+
+    coded, _ = _coded_recordings(t=400, hw=(5, 6), n=2)
+    write_nwb(coded, tmp_path / "noise.nwb")
+    back = read_nwb(tmp_path / "noise.nwb")
+    back = back[0] if isinstance(back, list) else back
+    assert type(back.stimulus).__name__ == "H5Frames" and back.stimulus.dtype == np.uint8
+    calls = []
+    real = correlate.WindowCorrelator.update_windows
+    monkeypatch.setattr(correlate.WindowCorrelator, "update_windows",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    got = spike_triggered_average(back, history=5, batch_size=64, device="cpu", quiet=True)
+    assert not calls  # read as uint8 codes from the file, never as float frames
+    monkeypatch.undo()
+    # the same lazy recording through its float frames (z-scored in float32) gives the same STA
+    ref = spike_triggered_average(back, history=5, batch_size=64, method="fft", dtype=torch.float64,
+                                  device="cpu", quiet=True)
+    np.testing.assert_allclose(got.sta, ref.sta, rtol=1e-6, atol=1e-7)
