@@ -63,7 +63,8 @@ class AffineStem:
     def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
         self.model = model
         self.names = names
-        self.modules = [resolve_module(model, n) for n in names]
+        for n in names:  # fail early on a wrong name; the modules themselves are resolved per call
+            resolve_module(model, n)
         self.verified = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..recordings.windows import frames_of_windows
+
 __all__ = ["InputSource", "TensorSource", "RecordingSource", "LoaderSource", "as_source", "model_norm_stats"]
 
 
@@ -114,7 +116,7 @@ def _normalized_windows(windows: np.ndarray, mean: float, std: float) -> torch.T
     b, h = windows.shape[:2]
     if b == 0:
         return torch.zeros(windows.shape, dtype=torch.float32)
-    frames = np.concatenate([windows[:, 0], windows[-1, 1:]], axis=0)  # (B + h − 1, H, W)
+    frames = frames_of_windows(windows)  # (B + h − 1, H, W)
     frames = torch.from_numpy(np.ascontiguousarray((frames - np.float32(mean)) * np.float32(1.0 / std),
                                                    dtype=np.float32))
     st = frames.stride()

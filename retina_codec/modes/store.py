@@ -34,6 +34,7 @@ import torch
 from .._version import __version__
 from ..errors import FileFormatError, LayerNotFoundError, ModesError
 from ..io_utils import atomic_path
+from ..recordings.hdf5_files import open_hdf5
 from .decomposer import ModeDecomposer, make_sae
 
 __all__ = ["LayerContributions", "ModesFile", "read_layer_contributions", "write_modes", "read_modes",
@@ -80,13 +81,7 @@ def read_layer_contributions(path: str | os.PathLike, layer: str,
     malformed file and :class:`LayerNotFoundError` for an unknown layer.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileFormatError(f"{path}: contribution store not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise FileFormatError(f"{path}: not an HDF5 file ({err})") from None
-    with f:
+    with _open_store(path, "contribution store") as f:
         attrs = {k: _decode(v) for k, v in f.attrs.items()}
         if "complete" in attrs and not bool(attrs["complete"]):
             raise FileFormatError(f"{path}: attribute 'complete' is False (an interrupted contributions run); "
@@ -209,14 +204,17 @@ class ModesFile:
         return self.attrs.get("metrics", {})
 
 
+def _open_store(path: str | os.PathLike, what: str) -> h5py.File:
+    """Open a store read-only: ``FileFormatError`` naming ``what`` when it is missing, the shared HDF5 checks
+    (:func:`~retina_codec.recordings.hdf5_files.open_hdf5`) for empty, non-HDF5 or corrupt files."""
+    if not Path(path).exists():
+        raise FileFormatError(f"{path}: {what} not found")
+    return open_hdf5(path)
+
+
 def _open_modes(path: str | os.PathLike) -> h5py.File:
     path = Path(path)
-    if not path.exists():
-        raise FileFormatError(f"{path}: modes file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise FileFormatError(f"{path}: not an HDF5 file ({err})") from None
+    f = _open_store(path, "modes file")
     missing = [k for k in ("atoms", "loadings", "bins") if k not in f]
     if missing:
         f.close()

@@ -16,7 +16,7 @@ from ..errors import (
 )
 from .frames import ArrayFrames, as_frame_source
 from .ground_truth import GroundTruth
-from .windows import first_valid_bin, history_windows, window_start
+from .windows import bin_chunks, first_valid_bin, history_windows, window_start
 
 __all__ = ["Recording", "WindowBatch", "SPLITS"]
 
@@ -190,14 +190,13 @@ class Recording:
         bins = self.split_bins(split if split in self.intervals else None)
         # per-chunk mean and centred sum of squares (float32 work, float64 totals), combined exactly
         ns, means, m2s = [], [], []
-        for a, b in _runs(bins):
-            for c in range(a, b, chunk):
-                x = self.stimulus[c : min(b, c + chunk)]
-                m = float(x.mean(dtype=np.float64))
-                d = (x - np.float32(m)).ravel()
-                ns.append(d.size)
-                means.append(m)
-                m2s.append(float(np.dot(d, d)))
+        for c, e in bin_chunks(bins, chunk):
+            x = self.stimulus[c:e]
+            m = float(x.mean(dtype=np.float64))
+            d = (x - np.float32(m)).ravel()
+            ns.append(d.size)
+            means.append(m)
+            m2s.append(float(np.dot(d, d)))
         n = np.asarray(ns, np.float64)
         mean = float((n * means).sum() / max(n.sum(), 1))
         var = (sum(m2s) + float((n * (np.asarray(means) - mean) ** 2).sum())) / max(n.sum(), 1)
@@ -231,14 +230,12 @@ class Recording:
                     f"(first valid bin is {first_valid_bin(history, offset)})"
                 )
         mean, std = self.normalization() if normalize else (0.0, 1.0)
-        for a, b in _runs(bins):
-            for c in range(a, b, batch_size):
-                d = min(b, c + batch_size)
-                f0 = window_start(c, history, offset)
-                frames = self.stimulus[f0 : f0 + (d - c) + history - 1]
-                if normalize:
-                    frames = (frames - np.float32(mean)) * np.float32(1.0 / std)
-                yield WindowBatch(np.arange(c, d), history_windows(frames, history), self.responses[c:d])
+        for c, d in bin_chunks(bins, batch_size):
+            f0 = window_start(c, history, offset)
+            frames = self.stimulus[f0 : f0 + (d - c) + history - 1]
+            if normalize:
+                frames = (frames - np.float32(mean)) * np.float32(1.0 / std)
+            yield WindowBatch(np.arange(c, d), history_windows(frames, history), self.responses[c:d])
 
     def windows(
         self, split: str | None = None, history: int = 40, offset: int = 1, normalize: bool = True
@@ -249,7 +246,7 @@ class Recording:
         recordings that do not fit in memory.
         """
         bins = self.window_bins(split, history, offset)
-        runs = list(_runs(bins))
+        runs = list(bin_chunks(bins, max(len(bins), 1)))  # chunks as long as the split: its runs
         if len(runs) > 1:
             raise ValueError(f"split {split!r} is not contiguous ({len(runs)} runs); use iter_windows()")
         batches = list(self.iter_windows(bins=bins, history=history, offset=offset,
@@ -293,13 +290,3 @@ class Recording:
             },
             "has_ground_truth": self.ground_truth is not None,
         }
-
-
-def _runs(bins: np.ndarray) -> Iterator[tuple[int, int]]:
-    """Consecutive runs ``[a, b)`` in a sorted integer array."""
-    bins = np.asarray(bins, dtype=np.int64)
-    if bins.size == 0:
-        return
-    breaks = np.flatnonzero(np.diff(bins) != 1) + 1
-    for seg in np.split(bins, breaks):
-        yield int(seg[0]), int(seg[-1]) + 1

@@ -7,9 +7,11 @@ By the torch-deep-retina convention (``offset=1``) the response in bin ``t`` is 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
-__all__ = ["window_start", "first_valid_bin", "history_windows"]
+__all__ = ["window_start", "first_valid_bin", "history_windows", "frames_of_windows", "bin_chunks"]
 
 
 def window_start(t: int | np.ndarray, history: int, offset: int = 1) -> int | np.ndarray:
@@ -40,3 +42,24 @@ def history_windows(frames: np.ndarray, history: int) -> np.ndarray:
         strides=(s0, s0) + frames.strides[1:],
         writeable=False,
     )
+
+
+def frames_of_windows(windows: np.ndarray) -> np.ndarray:
+    """The ``B + h - 1`` consecutive frames ``(B+h-1, H, W)`` that a batch of overlapping windows
+    ``(B, h, H, W)`` (as made by :func:`history_windows`) was cut from (a copy)."""
+    if windows.shape[0] == 0:
+        return windows[:0, 0]
+    return np.concatenate([windows[:, 0], windows[-1, 1:]], axis=0)
+
+
+def bin_chunks(bins: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
+    """Ranges ``[c, d)`` of at most ``size`` consecutive bins covering the sorted ``bins``: each run of
+    consecutive bins cut into pieces (the batches of :meth:`Recording.iter_windows`)."""
+    bins = np.asarray(bins, dtype=np.int64)
+    if bins.size == 0:
+        return
+    breaks = np.flatnonzero(np.diff(bins) != 1) + 1
+    for seg in np.split(bins, breaks):
+        a, b = int(seg[0]), int(seg[-1]) + 1
+        for c in range(a, b, size):
+            yield c, min(b, c + size)

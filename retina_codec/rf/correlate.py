@@ -36,6 +36,8 @@ import numpy as np
 import scipy.fft
 import torch
 
+from ..recordings.windows import frames_of_windows
+
 __all__ = ["WindowCorrelator", "frames_of_windows", "lag_product_parts", "assemble_lag_product", "resolve_device", "two_level_codes"]
 
 METHODS = ("auto", "fft", "direct", "int8")
@@ -53,14 +55,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def frames_of_windows(windows: np.ndarray) -> np.ndarray:
-    """The ``B + h - 1`` consecutive frames ``(B+h-1, H, W)`` that a batch of overlapping windows
-    ``(B, h, H, W)`` (as yielded by :meth:`Recording.iter_windows`) was cut from."""
-    if windows.shape[0] == 0:
-        return windows[:0, 0]
-    return np.concatenate([windows[:, 0], windows[-1, 1:]], axis=0)
 
 
 def _frames_view(windows: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor | None:

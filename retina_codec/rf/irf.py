@@ -31,18 +31,11 @@ def fast_input_gradients(model: nn.Module) -> Iterator[nn.Module]:
     if model_device(model).type != "cpu":
         yield model
         return
-    from ..contributions.hooks import swap_modules
+    from ..contributions.hooks import prepared_model, swap_modules
     from ..models.fft_conv import fft_conv_swaps
 
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        with swap_modules(model, fft_conv_swaps(model)):
-            yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+    with prepared_model(model), swap_modules(model, fft_conv_swaps(model)):  # frozen, eval, restored on exit
+        yield model
 
 
 @contextlib.contextmanager

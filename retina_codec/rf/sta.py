@@ -39,7 +39,7 @@ import torch
 from ..progress import progress
 from ..recordings import Recording
 from ..recordings.frames import raw_frames
-from ..recordings.windows import window_start
+from ..recordings.windows import bin_chunks, window_start
 from .correlate import WindowCorrelator, resolve_device
 
 __all__ = ["SpikeTriggeredAverage", "SpikeTriggeredCovariance", "spike_triggered_average",
@@ -136,10 +136,10 @@ def spike_triggered_average(
                             device=device, dtype=dtype)
     bins = recording.window_bins(split, history, offset)
     mean, std = recording.normalization() if normalize else (0.0, 1.0)
-    for chunk in progress(_chunks(bins, batch_size), desc="STA", total=-(-len(bins) // batch_size), quiet=quiet):
-        f0 = window_start(int(chunk[0]), history, offset)
-        raw = (raw_frames(recording.stimulus, f0, f0 + len(chunk) + history - 1)
-               if method in ("auto", "int8") else None)
+    for c, d in progress(bin_chunks(bins, batch_size), desc="STA", total=-(-len(bins) // batch_size), quiet=quiet):
+        chunk = np.arange(c, d)
+        f0 = window_start(c, history, offset)
+        raw = raw_frames(recording.stimulus, f0, f0 + (d - c) + history - 1) if method in ("auto", "int8") else None
         # stored integer codes of a binary stimulus (uint8 white noise) go to the exact int8 path directly
         if raw is not None and corr.update_codes(raw[0], resp[chunk], raw[1] / std, (raw[2] - mean) / std):
             continue
@@ -149,13 +149,6 @@ def spike_triggered_average(
     ids = [recording.cell_ids[i] for i in idx] if weights is None else [str(i) for i in range(resp.shape[1])]
     return SpikeTriggeredAverage(corr.mean(), corr.weight_sum, ids, history, offset, recording.frame_rate,
                                  normalize, split, corr.n_bins)
-
-
-def _chunks(bins: np.ndarray, size: int) -> list[np.ndarray]:
-    """Runs of consecutive bins cut into pieces of at most ``size`` (the chunks ``iter_windows`` makes)."""
-    bins = np.asarray(bins, dtype=np.int64)
-    runs = np.split(bins, np.flatnonzero(np.diff(bins) != 1) + 1) if bins.size else []
-    return [run[a:a + size] for run in runs for a in range(0, len(run), size)]
 
 
 @dataclass
