@@ -146,3 +146,24 @@ def test_fit_uses_the_gpu_and_returns_a_model_that_evaluates_anywhere(cropped):
     assert result.model.metadata["training"]["device"].startswith("cuda")
     cpu = evaluate(result.model.cpu(), cropped, "test", quiet=True)
     np.testing.assert_allclose(cpu.r_response, result.test.r_response, atol=1e-3)
+
+
+def test_predict_runs_fft_convolutions_and_equals_the_plain_model(cropped):
+    from retina_codec.models import predict
+
+    torch.manual_seed(0)
+    model = BNCNN(cropped.n_cells, history=8, frame_shape=(32, 32), channels=(4, 4), kernel_sizes=(9, 7))
+    model.train()
+    convs = [model.conv1.conv, model.conv2.conv]
+    bins = np.arange(100, 164)
+    got_bins, got = predict(model, cropped, bins=bins, batch_size=20, device="cpu", quiet=True)
+    # the state is restored: training mode, trainable weights, the original conv modules
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert [model.conv1.conv, model.conv2.conv] == convs
+    mean, std = cropped.normalization()
+    starts = [b - 8 - model.input_spec.offset + 1 for b in bins]  # window of bin b: frames up to b - offset
+    x = torch.from_numpy(np.stack([cropped.stimulus[s:s + 8] for s in starts]).astype(np.float32))
+    with torch.no_grad():
+        ref = model.eval()((x - mean) / std).numpy()
+    np.testing.assert_array_equal(got_bins, bins)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))

@@ -45,12 +45,15 @@ def reduce_map(c: torch.Tensor, reduce: Sequence[str], lead: int = 1) -> torch.T
     unit_ndim = c.ndim - lead
     ax = channel_axis(unit_ndim)
     ch = lead + ax if ax >= 0 else c.ndim + ax
+    pool = "spatial_sum" in reduce and unit_ndim >= 2
+    dims = tuple(d for d in range(lead, c.ndim) if d != ch)
     if "ei_split" in reduce:
-        c = torch.cat([c.clamp(max=0), c.clamp(min=0)], dim=ch)
-    if "spatial_sum" in reduce and unit_ndim >= 2:
-        dims = tuple(d for d in range(lead, c.ndim) if d != ch)
-        c = c.sum(dim=dims)
-    return c
+        neg, pos = c.clamp(max=0), c.clamp(min=0)
+        if pool:  # pool each part first: no concatenated copy of the full maps
+            neg, pos = neg.sum(dim=dims), pos.sum(dim=dims)
+            ch = lead if ax >= 0 else -1
+        return torch.cat([neg, pos], dim=ch)
+    return c.sum(dim=dims) if pool else c
 
 
 def reduced_shape(unit_shape: Sequence[int], reduce: Sequence[str]) -> tuple[int, ...]:

@@ -9,16 +9,20 @@ cross-correlation ``irfft2(rfft2(x) · conj(rfft2(w)))`` equals the valid cross-
 :class:`FFTConv2d` wraps an existing ``nn.Conv2d`` (sharing its parameters) and is differentiable in its
 input (autograd through ``rfft2`` / ``irfft2``); the weight spectrum is cached while the weight is frozen.
 :func:`fft_conv_swaps` lists the convolutions of a model worth swapping, for
-:func:`~retina_codec.contributions.hooks.swap_modules`.
+:func:`~retina_codec.contributions.hooks.swap_modules`; :func:`fft_inference` swaps them in for a block of
+evaluation on the CPU (predictions, validation, IRFs, model STAs).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FFTConv2d", "fft_conv_eligible", "fft_conv_swaps"]
+__all__ = ["FFTConv2d", "fft_conv_eligible", "fft_conv_swaps", "fft_inference"]
 
 
 def fft_conv_eligible(conv: nn.Module, min_kernel: int = 7) -> bool:
@@ -128,3 +132,19 @@ def fft_conv_swaps(model: nn.Module, min_kernel: int = 7, min_in_channels: int =
     at least ``min_in_channels`` input channels)."""
     return {name: FFTConv2d(m) for name, m in model.named_modules()
             if name and fft_conv_eligible(m, min_kernel) and m.in_channels >= min_in_channels}
+
+
+@contextlib.contextmanager
+def fft_inference(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block a CPU model is in eval mode with frozen parameters and its large-kernel convolutions
+    run as FFTs (their input gradient is then one FFT pair): the full-size retina BN-CNN predicts ≈ 2× and
+    computes IRFs ≈ 1.5× faster on two cores (benchmarks/RESULTS.md). Modes, ``requires_grad`` flags and
+    modules are restored on exit, also after an error. On other devices only eval mode and frozen
+    parameters apply (cuDNN already picks its own algorithm there).
+    """
+    from ..contributions.hooks import prepared_model, swap_modules  # the hooks module imports this one
+
+    first = next(model.parameters(), None)
+    cpu = first is None or first.device.type == "cpu"
+    with prepared_model(model), swap_modules(model, fft_conv_swaps(model) if cpu else {}):
+        yield model

@@ -28,8 +28,10 @@ from ..errors import CheckpointError, ShapeMismatchError
 from ..io_utils import atomic_path
 from ..progress import progress
 from ..recordings.recording import Recording
+from ..recordings.windows import frames_of_windows
 from .base import RetinaModel
 from .bncnn import BNCNN
+from .fft_conv import fft_inference
 
 __all__ = ["fit", "evaluate", "predict", "pearson_r", "FitResult", "Evaluation", "resolve_device",
            "SMALL_CONFIG", "RESUME_FILE"]
@@ -135,20 +137,19 @@ def predict(model: RetinaModel, recording: Recording, split: str | None = "test"
     _check_compatible(model, recording)
     spec = model.input_spec
     dev = next(model.parameters()).device if device is None else resolve_device(device)
-    was_training = model.training
-    model.eval().to(dev)
+    model.to(dev)
     mean, std = _model_norm(model, recording)
     out_bins, outs = [], []
-    try:
+    with fft_inference(model):  # eval mode, frozen; FFT convolutions on a CPU (≈ 2× faster); restored on exit
         batches = recording.iter_windows(split if bins is None else None, history=spec.history,
                                          offset=spec.offset, batch_size=batch_size, normalize=False, bins=bins)
         for batch in progress(batches, desc=f"predict {split or 'bins'}", quiet=quiet, unit="batch"):
-            x = torch.from_numpy(np.ascontiguousarray(batch.stimulus, dtype=np.float32)).to(dev)
-            x = (x - mean) / std
+            # z-score the B + h − 1 frames once, then take the windows as a view (not h copies of each frame)
+            frames = torch.from_numpy(frames_of_windows(batch.stimulus).astype(np.float32, copy=False)).to(dev)
+            frames = (frames - mean) / std
+            x = frames.unfold(0, spec.history, 1).permute(0, 3, 1, 2)  # (B, h, H, W), x[b] = frames[b:b+h]
             outs.append(model(x).float().cpu().numpy())
             out_bins.append(batch.bins)
-    finally:
-        model.train(was_training)
     if not outs:
         return np.zeros(0, np.int64), np.zeros((0, model.n_cells), np.float32)
     return np.concatenate(out_bins), np.concatenate(outs)
@@ -372,8 +373,9 @@ def fit(
 @torch.no_grad()
 def _validate(model: RetinaModel, windows: Any, responses: torch.Tensor, bins: torch.Tensor,
               batch_size: int) -> tuple[float, float]:
+    with fft_inference(model):  # eval mode; FFT convolutions on a CPU; the caller's train() follows
+        preds = [model(windows(bins[i:i + batch_size])) for i in range(0, len(bins), batch_size)]
     model.eval()
-    preds = [model(windows(bins[i:i + batch_size])) for i in range(0, len(bins), batch_size)]
     pred = torch.cat(preds)
     target = responses[bins]
     loss = float(F.poisson_nll_loss(pred, target, log_input=False, full=False, eps=1e-8))

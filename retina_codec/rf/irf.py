@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.fft_conv import fft_inference
 from ..progress import progress
 from ..recordings import Recording
 
@@ -23,19 +24,11 @@ __all__ = ["eval_mode", "fast_input_gradients", "model_device", "model_dtype", "
            "model_window"]
 
 
-@contextlib.contextmanager
-def fast_input_gradients(model: nn.Module) -> Iterator[nn.Module]:
+def fast_input_gradients(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
     """Within the block, a CPU model's large-kernel convolutions run as FFTs with frozen weights (their input
-    gradient is then one FFT pair: IRFs of a retina BN-CNN ≈ 1.3× faster on two cores, benchmarks/RESULTS.md);
-    parameters' ``requires_grad`` and the modules are restored on exit. A no-op on other devices."""
-    if model_device(model).type != "cpu":
-        yield model
-        return
-    from ..contributions.hooks import prepared_model, swap_modules
-    from ..models.fft_conv import fft_conv_swaps
-
-    with prepared_model(model), swap_modules(model, fft_conv_swaps(model)):  # frozen, eval, restored on exit
-        yield model
+    gradient is then one FFT pair: IRFs of a retina BN-CNN ≈ 1.5× faster on two cores, benchmarks/RESULTS.md);
+    see :func:`~retina_codec.models.fft_conv.fft_inference`. Eval mode only on other devices."""
+    return fft_inference(model)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.fft_conv import fft_inference
 from ..progress import progress
 from .correlate import WindowCorrelator
 from .irf import eval_mode, fast_input_gradients, input_jacobian, model_device, model_dtype, model_window
@@ -98,7 +99,7 @@ def model_reverse_correlation(
     corr: WindowCorrelator | None = None
     tail = white_noise((history - 1,) + hw, gen, kind, contrast, dev)
     n_bins = 0
-    with eval_mode(model), torch.no_grad():
+    with fft_inference(model), torch.no_grad():  # eval mode; FFT convolutions on a CPU
         for _ in progress(range(-(-n_frames // batch_size)), desc="reverse correlation", quiet=quiet):
             b = min(batch_size, n_frames - n_bins)
             frames = torch.cat([tail, white_noise((b,) + hw, gen, kind, contrast, dev)])
