@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from retina_codec.rf.decompose import space_time_svd
 from retina_codec.rf.gaussian_fit import fit_gaussian, fit_gaussians, gaussian_2d
@@ -65,3 +66,19 @@ def test_gaussian_fit_of_an_empty_map_is_nan_and_stacks_are_fitted_per_map():
     maps = np.stack([gaussian_2d((15, 15), 4, 10, 2, 2), gaussian_2d((15, 15), 11, 3, 2, 2)])
     fits = fit_gaussians(maps)
     assert [round(f.center_y) for f in fits] == [4, 11]
+
+
+def test_batched_rank1_of_float32_rfs_matches_float64():
+    from retina_codec.rf.decompose import batched_rank1
+
+    gen = torch.Generator().manual_seed(0)
+    t = torch.randn(6, 10, 1, generator=gen, dtype=torch.float64)
+    s = torch.randn(6, 1, 49, generator=gen, dtype=torch.float64)
+    rf = t @ s + 0.05 * torch.randn(6, 10, 49, generator=gen, dtype=torch.float64)  # near rank 1
+    ref = batched_rank1(rf)
+    got = batched_rank1(rf.float())
+    assert all(g.dtype == torch.float64 for g in got)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+    dec = space_time_svd(rf.numpy().reshape(6, 10, 7, 7))  # the reference SVD, same sign convention
+    np.testing.assert_allclose(ref[0].numpy(), dec.spatial[:, 0].reshape(6, -1), atol=1e-10)

@@ -643,7 +643,7 @@ class Demo:
             for bb, jac, _ in iter_irfs(self.model, rec, bins, cells, history=spec.history, offset=spec.offset,
                                         batch_size=64, quiet=self.settings.quiet):
                 b = len(bb)
-                s, t, _ = batched_rank1(jac.reshape(b * len(cells), spec.history, -1).double())
+                s, t, _ = batched_rank1(jac.reshape(b * len(cells), spec.history, -1))
                 feats = spatial_features(s, rec.frame_shape).reshape(b, len(cells), -1)
                 for st in per_layer.values():
                     if "acc" not in st:

@@ -129,8 +129,9 @@ class ConditionedRFAccumulator:
         b = irfs.shape[0]
         dev = self.sums.device
         w = self.bin_weights(loadings.to(dev), code.to(dev))
-        if self.keep == "full":
-            y = irfs.reshape(b, -1).to(dev, torch.float64)
+        if self.keep == "full":  # per-batch products in the IRFs' precision, totals in float64
+            y = irfs.reshape(b, -1).to(dev)
+            y = y if y.dtype in (torch.float32, torch.float64) else y.double()
         else:
             if rank1 is None:
                 s, t, _ = batched_rank1(irfs.reshape(b * self.c, self.h, -1).double())
@@ -138,7 +139,7 @@ class ConditionedRFAccumulator:
                 s, t = rank1
             y = torch.cat([s.reshape(b, self.c, -1), t.reshape(b, self.c, -1)], -1).reshape(b, -1)
             y = y.to(dev, torch.float64)
-        self.sums += (w @ y).reshape(self.sums.shape)
+        self.sums += (w.to(y.dtype) @ y).reshape(self.sums.shape)
         self.weights += w.sum(1)
         self.counts += (w != 0).double().sum(1)
         self.n_bins += b

@@ -91,13 +91,15 @@ def batched_rank1(rf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     positively with the peak frame). Exact: the top eigenvector of the small ``h × h`` Gram matrix
     ``rf rfᵀ`` gives the temporal part, ``rfᵀ u / s`` the spatial part.
     """
-    rf = rf.double()
+    # the large products run in the input's precision (float32 IRFs stay float32), the small
+    # eigenproblems and the returned parts in float64
+    rf = rf if rf.dtype in (torch.float32, torch.float64) else rf.double()
     gram = rf @ rf.transpose(1, 2)  # (M, h, h)
-    vals, vecs = torch.linalg.eigh(gram)
+    vals, vecs = torch.linalg.eigh(gram.double())
     u = vecs[..., -1]  # (M, h)
     s = vals[..., -1].clamp_min(0).sqrt()
-    v = torch.einsum("mhp,mh->mp", rf, u) / s[:, None].clamp_min(1e-300)
-    idx = rf.square().sum(-1).argmax(-1)
+    v = (u.to(rf.dtype).unsqueeze(1) @ rf).squeeze(1).double() / s[:, None].clamp_min(1e-300)
+    idx = torch.diagonal(gram, dim1=1, dim2=2).argmax(-1)  # the frame with the most energy
     peak = rf[torch.arange(rf.shape[0], device=rf.device), idx]  # (M, P)
     sign = torch.sign((v * peak).sum(-1))
     sign[sign == 0] = 1

@@ -117,17 +117,19 @@ class SourcesAccumulator:
     def update(self, irfs: torch.Tensor, loadings: torch.Tensor, features: torch.Tensor | None = None) -> None:
         """Add ``irfs (B, C, h, H, W)``, ``loadings (B, K)`` and optional precomputed ``features (B, C, 4)``."""
         b = irfs.shape[0]
-        y = irfs.reshape(b, self.c, -1).double()
+        # per-batch products in the IRFs' precision (float32 or float64), running totals in float64
+        y = irfs.reshape(b, self.c, -1)
+        y = y if y.dtype in (torch.float32, torch.float64) else y.double()
         a = loadings.to(y.device).double()
-        x = torch.cat([torch.ones((b, 1), dtype=y.dtype, device=y.device), a], 1)
+        x = torch.cat([torch.ones((b, 1), dtype=a.dtype, device=y.device), a], 1)
         if features is None:
             s, _, _ = batched_rank1(y.reshape(b * self.c, -1, self.frame_shape[0] * self.frame_shape[1]))
             features = spatial_features(s, self.frame_shape).reshape(b, self.c, -1)
         f = features.double()
         active = (a > self.threshold).double()
         self.xtx += x.T @ x
-        self.xty += torch.einsum("bk,bcd->kcd", x, y)
-        self.yy += y.square().sum((0, 2))
+        self.xty += (x.T.to(y.dtype) @ y.reshape(b, -1)).reshape(self.xty.shape)
+        self.yy += torch.einsum("bcd,bcd->c", y, y).double()
         self.xtf += torch.einsum("bk,bcf->kcf", x, f)
         self.ff += f.square().sum(0)
         self.f_active += torch.einsum("bk,bcf->kcf", active, f)
