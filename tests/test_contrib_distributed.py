@@ -70,6 +70,18 @@ def test_cli_writes_a_store_for_a_recording_split(model_and_recording, tmp_path)
     assert json.loads(got["attrs"]["target"])["name"] == "surprisal"
 
 
+def test_cli_max_bins_explains_the_first_bins_with_moments_from_the_whole_split(model_and_recording, tmp_path):
+    model_dir, nwb = model_and_recording
+    full, head = tmp_path / "full.h5", tmp_path / "head.h5"
+    assert main(["-q", "contributions", str(model_dir), str(nwb), "--out", str(full), *ARGS]) == 0
+    assert main(["-q", "contributions", str(model_dir), str(nwb), "--out", str(head), "--max-bins", "7",
+                 *ARGS]) == 0
+    a, b = _read(full)["data"], _read(head)["data"]
+    np.testing.assert_array_equal(b["bins"], np.arange(40, 47))
+    for key in ("contributions/conv1", "contributions/conv2", "f_x"):  # same surprisal reference: same rows
+        np.testing.assert_allclose(b[key], a[key][:7], rtol=1e-5, atol=1e-7)
+
+
 def test_cli_unknown_layer_is_one_line_error(model_and_recording, tmp_path, capsys):
     model_dir, nwb = model_and_recording
     rc = main(["-q", "contributions", str(model_dir), str(nwb), "--out", str(tmp_path / "x.h5"),

@@ -137,3 +137,15 @@ def test_select_cells_by_id_and_index():
     sub = rec.select_cells(["c", 0])
     assert sub.cell_ids == ["c", "a"]
     np.testing.assert_array_equal(sub.responses, rec.responses[:, [2, 0]])
+
+
+def test_head_interval_holds_exactly_the_first_window_bins_of_a_split_with_gaps():
+    rec = make_recording(intervals={"test": [[0.10, 0.20], [0.50, 0.60]]})
+    name = rec.head_interval("test", 13, history=4, offset=1)
+    want = rec.window_bins("test", 4, 1)[:13]
+    assert name == "test[:13]" and want[-1] >= 50  # reaches into the second run
+    np.testing.assert_array_equal(rec.window_bins(name, 4, 1), want)
+    assert rec.head_interval("test", 500, history=4, name="all_of_it") == "all_of_it"
+    np.testing.assert_array_equal(rec.window_bins("all_of_it", 4, 1), rec.window_bins("test", 4, 1))
+    with pytest.raises(ValueError, match="at least 1"):
+        rec.head_interval("test", 0)

@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--stimulus", default=None, help="stimulus series name in the NWB file")
     p.add_argument("--split", default="test", help="interval (split) whose bins to explain; 'all' for every bin")
+    p.add_argument("--max-bins", type=int, default=None, metavar="N",
+                   help="explain only the first N bins of the split (a quick look at a long recording)")
     p.add_argument("--layers", nargs="+", default=None,
                    help="layer names (default: the model's hidden layers, e.g. conv1 conv2)")
     p.add_argument("--target", default="surprisal",
@@ -104,17 +106,24 @@ def _run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     rec = read_nwb(args.recording, stimulus=args.stimulus)
     split = None if args.split == "all" else args.split
+    full_split = split
+    if args.max_bins is not None:
+        spec = getattr(model, "input_spec", None)
+        split = rec.head_interval(split, args.max_bins, int(getattr(spec, "history", 40)),
+                                  int(getattr(spec, "offset", 1)))
     layers = args.layers or list(getattr(model, "hidden_layers", ()) or [])
     if not layers:
         raise ValueError("--layers: the model names no hidden layers; give layer names")
     reduce = None if [r.lower() for r in args.reduce] == ["none"] else args.reduce
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
+    from ..contributions.sources import as_source
+
     reference = None
     if args.reference_split and args.reference_split != args.split:
-        from ..contributions.sources import as_source
-
         reference = as_source(rec, model, split=None if args.reference_split == "all" else args.reference_split)
+    elif args.max_bins is not None:  # surprisal moments from the whole split, not only its first bins
+        reference = as_source(rec, model, split=full_split)
     out = write_contributions(
         model, rec, args.out, layers, target=_target(args), method=args.method, steps=args.steps,
         rule=args.rule, baseline=args.baseline, reduce=reduce, batch_size=batch, device=args.device,

@@ -452,13 +452,9 @@ class Demo:
         registered as the interval ``demo`` of the recording."""
         rec = self.recording(NATURAL)
         spec = self.model.input_spec
-        test = rec.window_bins("test", spec.history, spec.offset)
-        n = int(min(max(self.settings.bins, 1), len(test)))
-        chosen = test[:n]
         if "demo" not in rec.intervals:
-            end = rec.frame_times[chosen[-1]] + 1.0 / rec.frame_rate
-            rec.intervals["demo"] = np.array([[rec.frame_times[chosen[0]], end]])
-        return chosen, "demo"
+            rec.head_interval("test", max(self.settings.bins, 1), spec.history, spec.offset, name="demo")
+        return rec.window_bins("demo", spec.history, spec.offset), "demo"
 
     def stage_contributions(self) -> None:
         """Conductance of every hidden layer to the population surprisal → ``contributions.h5``."""

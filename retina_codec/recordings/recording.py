@@ -173,6 +173,22 @@ class Recording:
             mask[a:b] = True
         return np.flatnonzero(mask)
 
+    def head_interval(self, split: str | None, n: int, history: int = 40, offset: int = 1,
+                      name: str | None = None) -> str:
+        """Register an interval holding exactly the first ``n`` window bins of ``split`` (all when fewer);
+        returns its name (default ``"<split>[:n]"``). One ``[start, stop)`` per run of consecutive bins, so
+        bins between runs of the split stay out."""
+        if n < 1:
+            raise ValueError(f"n: expected at least 1 bin, found {n}")
+        bins = self.window_bins(split, history, offset)[:n]
+        if bins.size == 0:
+            raise ValueError(f"split {split!r} has no bins with a full {history}-frame window")
+        name = name or f"{split or 'all'}[:{n}]"
+        runs = np.split(bins, np.flatnonzero(np.diff(bins) != 1) + 1)
+        step = 1.0 / self.frame_rate
+        self.intervals[name] = np.array([[self.frame_times[r[0]], self.frame_times[r[-1]] + step] for r in runs])
+        return name
+
     def window_bins(self, split: str | None = None, history: int = 40, offset: int = 1) -> np.ndarray:
         """Bins of a split whose whole history window lies inside the movie."""
         bins = self.split_bins(split)
