@@ -3,8 +3,8 @@
 Sections (ratios measured in one run, never asserted):
 1. retina BN-CNN, full size (40×50×50 input, 8@15×15 → 8@11×11), both conv layers, 20 steps, target "sum":
    bins/s of ours vs captum and the ratio (targets: ≥ 10× CPU, ≥ 40× GPU).
-2. per-cell: all K cells' per-cell contributions in one batched pass vs looping over the cells one at a
-   time with the same engine (target ≥ 3×).
+2. per-cell: all K cells' per-cell contributions in one batched pass (autograd's ``is_grads_batched`` and
+   ``torch.func``) vs looping over the cells one at a time with the same engine (target ≥ 3×).
 3. ResNet-50 (torchvision, random weights), all 16 bottleneck blocks, 10 steps, top-1 logit (GPU; on CPU
    only with ``--resnet`` at a small image size).
 
@@ -201,21 +201,28 @@ def section_per_cell(args, device) -> None:
     x = torch.randn(args.cell_bins, 40, 50, 50, generator=torch.Generator().manual_seed(1)).to(device)
     chunk = args.chunk or (128 if device.type == "cuda" else 16)
 
-    def batched():
-        contributions(model, x, layers, target=list(range(k)), steps=args.steps, batch_size=chunk, device=device,
-                      quiet=True)
+    def batched(how):
+        return lambda: contributions(model, x, layers, target=list(range(k)), steps=args.steps, batch_size=chunk,
+                                     device=device, quiet=True, batched_backward=how)
 
     def loop():
         for c in range(k):
             contributions(model, x, layers, target=c, steps=args.steps, batch_size=chunk, device=device, quiet=True)
 
-    contributions(model, x[:2], layers, target=list(range(k)), steps=args.steps, device=device, quiet=True)
-    t_b = timed(batched, device)
-    t_l = timed(loop, device)
     print(f"[per-cell, {k} cells, {len(x)} bins, {args.steps} steps, {machine(device)}]")
-    print(f"  batched (one pass, is_grads_batched): {t_b:.2f} s = {len(x) / t_b:,.1f} bins/s")
-    print(f"  loop over cells:                      {t_l:.2f} s = {len(x) / t_l:,.1f} bins/s")
-    print(f"  ratio loop/batched = {t_l / t_b:.2f}x")
+    t_l = None
+    for how in ("autograd", "func"):
+        try:
+            batched(how)()  # warm-up (also torch.func's first trace)
+            t_b = timed(batched(how), device)
+        except Exception as exc:  # noqa: BLE001
+            print(f"  batched ({how}) FAILED {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        if t_l is None:
+            t_l = timed(loop, device)
+            print(f"  loop over cells:                 {t_l:.2f} s = {len(x) / t_l:,.1f} bins/s")
+        print(f"  batched, one backward ({how:8s}): {t_b:.2f} s = {len(x) / t_b:,.1f} bins/s"
+              f"  -> ratio loop/batched = {t_l / t_b:.2f}x")
 
 
 def section_resnet(args, device) -> None:

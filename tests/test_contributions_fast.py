@@ -70,8 +70,8 @@ def test_fft_swaps_pick_only_large_plain_convolutions():
     assert not fft_conv_eligible(torch.nn.Conv2d(2, 2, 9, padding="same"))
 
 
-def _engine_result(model, x, **kw):
-    with ContributionEngine(model, ["conv1", "conv2"], "sum", steps=6, device="cpu", **kw) as eng:
+def _engine_result(model, x, layers=("conv1", "conv2"), target="sum", steps=6, device="cpu", **kw):
+    with ContributionEngine(model, list(layers), target, steps=steps, device=device, **kw) as eng:
         return eng.compute(x)
 
 
@@ -105,6 +105,35 @@ def test_fft_option_leaves_small_kernel_networks_unchanged():
         got = eng.compute(x)
     for n in blocks:
         np.testing.assert_allclose(got.contributions[n].numpy(), ref[n], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("fast_conv", ["native", "fft"])
+def test_func_batched_backward_equals_is_grads_batched_for_per_cell_targets(fast_conv, monkeypatch):
+    calls = []
+    vjp = torch.func.vjp
+    monkeypatch.setattr(torch.func, "vjp", lambda *a, **k: calls.append(1) or vjp(*a, **k))
+    model = small_bncnn(n_cells=4, kernel_sizes=(7, 3)).double()
+    x = torch.randn(5, 6, 14, 14, dtype=F64, generator=torch.Generator().manual_seed(2))
+    for reduce in (("ei_split", "spatial_sum"), None):
+        kw = dict(target=[0, 2, 3], reduce=reduce, fast_conv=fast_conv)
+        ref = _engine_result(model, x, batched_backward="autograd", **kw)
+        got = _engine_result(model, x, batched_backward="func", **kw)
+        for n in ref.contributions:
+            torch.testing.assert_close(got.contributions[n], ref.contributions[n], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(got.error[n], ref.error[n], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got.f_x, ref.f_x)
+    assert len(calls) == 2  # the func path ran (once per "func" engine), autograd's did not call it
+    assert not has_hooks(model) and all(type(m) is not FFTConv2d for m in model.modules())
+    # a skip network, a classifier target with one entry per class
+    resnet = TinyResNet().double().eval()
+    xr = torch.randn(3, 3, 16, 16, dtype=F64, generator=torch.Generator().manual_seed(3))
+    kw = dict(target=[1, 4], steps=4, layers=["block1", "block2"])
+    ref = _engine_result(resnet, xr, batched_backward="autograd", **kw)
+    got = _engine_result(resnet, xr, batched_backward="func", **kw)
+    for n in ref.contributions:
+        torch.testing.assert_close(got.contributions[n], ref.contributions[n], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="batched_backward"):
+        ContributionEngine(model, ["conv1"], batched_backward="vmap")
 
 
 def test_an_out_of_memory_chunk_is_split_and_gives_identical_results(monkeypatch):

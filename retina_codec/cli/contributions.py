@@ -54,6 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch-size", default="auto", help="bins per chunk, or 'auto'")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    p.add_argument("--batched-backward", default="auto", choices=["auto", "autograd", "func"],
+                   help="per-cell targets: one backward batched by autograd (is_grads_batched) or torch.func "
+                        "(same numbers)")
     p.add_argument("--fast-conv", default="auto", choices=["auto", "fft", "native"],
                    help="evaluate large-kernel convolutions with FFTs (same numbers; 'auto': where faster)")
     p.add_argument("--channels-last", action="store_true", help="channels-last layout (GPU speed option)")
@@ -130,6 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         dtype=dtype, split=split, reference=reference, resume=not args.no_resume,
         attrs={"model_path": str(args.model), "recording_path": str(args.recording)},
         fast_conv=args.fast_conv, channels_last=args.channels_last or None, autocast=args.autocast,
+        batched_backward=args.batched_backward,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

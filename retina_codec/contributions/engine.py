@@ -3,8 +3,10 @@
 Cost floor (DESIGN.md §5): the S path points are folded into the batch (one forward of ``S·B`` rows);
 gradients are taken w.r.t. the hooked activations only (parameters frozen, the input never requires
 grad); every hooked layer comes from the same passes; an affine stem is computed once per sample
-(:mod:`.paths`); per-cell targets get all their gradients from one batched backward
-(``is_grads_batched``) over the shared forward graph.
+(:mod:`.paths`); per-cell targets get all their gradients from one batched backward over the shared
+forward: ``is_grads_batched`` (autograd's legacy vmap, which runs ops without a batching rule once per
+target) or, with ``batched_backward="func"``, ``torch.func.vjp`` w.r.t. zero perturbations of the hooked
+outputs vmapped over the targets (every op batched).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolat
 from .reductions import normalize_reduce, reduce_map, reduced_shape
 from .targets import Target, make_target
 
-__all__ = ["ContributionEngine", "ChunkResult", "default_device", "to_device", "FAST_CONV"]
+__all__ = ["ContributionEngine", "ChunkResult", "default_device", "to_device", "FAST_CONV", "BATCHED_BACKWARD"]
 
 FAST_CONV = ("auto", "fft", "native")
+BATCHED_BACKWARD = ("auto", "autograd", "func")
 
 
 def default_device() -> torch.device:
@@ -122,7 +125,8 @@ class ContributionEngine:
                  baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                  stem: Any = "auto", fast_conv: str = "auto", channels_last: bool | None = None,
-                 autotune: bool = True, autocast: bool = False, fold_batchnorm: bool = False) -> None:
+                 autotune: bool = True, autocast: bool = False, fold_batchnorm: bool = False,
+                 batched_backward: str = "auto") -> None:
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
@@ -145,6 +149,10 @@ class ContributionEngine:
         self.autotune = autotune
         self.autocast = bool(autocast)
         self.fold_batchnorm = bool(fold_batchnorm)
+        if batched_backward not in BATCHED_BACKWARD:
+            raise ValueError(f"batched_backward: expected one of {BATCHED_BACKWARD}, found {batched_backward!r}")
+        self.batched_backward = batched_backward
+        self._shapes: dict[tuple[int, ...], dict[str, tuple[int, ...]]] = {}
         self._swapped = False
         self._stack: contextlib.ExitStack | None = None
         self._s0_cache: tuple[tuple, torch.Tensor] | None = None
@@ -384,16 +392,57 @@ class ContributionEngine:
             return self._input_path(x, x0, alphas, alphas_l)
         return self._layer_path(x, x0, alphas)
 
-    def _input_path(self, x, x0, alphas, alphas_l) -> ChunkResult:
-        store: dict[str, torch.Tensor] = {}
-        s, b = len(alphas_l), x.shape[0]
+    def _use_func(self) -> bool:
+        """``torch.func`` for the per-target backward: when asked for (``"auto"`` keeps autograd's
+        ``is_grads_batched``, equal or faster on a CPU; the GPU comparison is in benchmarks/gpu.sh)."""
+        return self.per_cell and self.batched_backward == "func"
+
+    def _func_pass(self, x, x0, alphas, i1: int):
+        """Outputs, hooked activations, target values and per-target gradients ``(K, S·B, ...)`` from
+        ``torch.func.vjp`` w.r.t. zero perturbations added to the hooked outputs, vmapped over the K one-hot
+        cotangents: one batched backward in which every op runs batched."""
+        key = tuple(x.shape[1:])
+        if key not in self._shapes:
+            self._shapes[key] = self.probe(key)[0]
+        rows = alphas.shape[0] * x.shape[0]
+        eps = [torch.zeros((rows, *self._shapes[key][n]), dtype=self.run_dtype, device=self.device)
+               for n in self.layers]
+
+        def f(*perturbations: torch.Tensor):
+            acts: dict[str, torch.Tensor] = {}
+
+            def add(name: str, e: torch.Tensor):
+                def fn(o: torch.Tensor) -> torch.Tensor:
+                    acts[name] = o + e.to(o.dtype)
+                    return acts[name]
+                return fn
+
+            with replace_outputs(self.model, {n: add(n, e) for n, e in zip(self.layers, perturbations)}):
+                out = self._forward_path(x, x0, alphas, None)
+            values = self._values(out, out[i1].detach())
+            return values, (out.detach(), [acts[n].detach() for n in self.layers])
+
         with torch.enable_grad():
-            out = self._forward_path(x, x0, alphas, store)
-            i1 = alphas_l.index(1.0)
-            out_x = out[i1].detach()
-            values = self._values(out, out_x)
-            acts = [store[n] for n in self.layers]
-            grads = self._grads(values, acts)
+            values, vjp_fn, (out, acts) = torch.func.vjp(f, *eps, has_aux=True)
+            k = values.shape[-1]
+            eye = torch.eye(k, dtype=values.dtype, device=values.device)
+            grads = torch.func.vmap(vjp_fn)(eye.view(k, 1, 1, k).expand(k, *values.shape))
+        return out, acts, values, list(grads)
+
+    def _input_path(self, x, x0, alphas, alphas_l) -> ChunkResult:
+        s, b = len(alphas_l), x.shape[0]
+        i1 = alphas_l.index(1.0)
+        if self._use_func():
+            out, acts, values, grads = self._func_pass(x, x0, alphas, i1)
+            out_x = out[i1]
+        else:
+            store: dict[str, torch.Tensor] = {}
+            with torch.enable_grad():
+                out = self._forward_path(x, x0, alphas, store)
+                out_x = out[i1].detach()
+                values = self._values(out, out_x)
+                acts = [store[n] for n in self.layers]
+                grads = self._grads(values, acts)
         values = values.detach()
         f_x = values[i1]
         f_0 = values[alphas_l.index(0.0)] if 0.0 in alphas_l else self._baseline_values(x, x0, out_x)
