@@ -74,6 +74,7 @@ def make_digits_model(out: str | os.PathLike, seed: int = 0, epochs: int = 12, w
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: train the shipped digits CNN and write it to ``--out``; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m retina_codec.classifiers.train_digits", description=__doc__)
     p.add_argument("--out", default="models/digits-cnn")
     p.add_argument("--seed", type=int, default=0)

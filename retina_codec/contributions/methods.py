@@ -70,7 +70,8 @@ class Conductance(Method):
     def alphas(self) -> list[float]:
         return _grid(self.steps)
 
-    def combine(self, acts, grads, a_x, a_0):
+    def combine(self, acts: torch.Tensor | None, grads: torch.Tensor, a_x: torch.Tensor,
+                a_0: torch.Tensor | None) -> torch.Tensor:
         # bf16 activations (autocast) are differenced into float32 buffers: no float32 copies of the inputs
         dtype = torch.promote_types(torch.promote_types(acts.dtype, grads.dtype), torch.float32)
         if self.rule == "left":
@@ -111,7 +112,8 @@ class LayerIntegratedGradients(Method):
             return [0.5 / m] + [1.0 / m] * (m - 1) + [0.5 / m]
         return [1.0 / m] * m
 
-    def combine(self, acts, grads, a_x, a_0):
+    def combine(self, acts: torch.Tensor | None, grads: torch.Tensor, a_x: torch.Tensor,
+                a_0: torch.Tensor | None) -> torch.Tensor:
         w = torch.tensor(self.weights(), dtype=grads.dtype, device=grads.device)
         w = w.view(1, -1, *([1] * (grads.ndim - 2)))
         return (grads * w).sum(1) * (a_x - a_0).unsqueeze(0)
@@ -125,7 +127,8 @@ class ActGrad(Method):
     def alphas(self) -> list[float]:
         return [1.0]
 
-    def combine(self, acts, grads, a_x, a_0):
+    def combine(self, acts: torch.Tensor | None, grads: torch.Tensor, a_x: torch.Tensor,
+                a_0: torch.Tensor | None) -> torch.Tensor:
         return grads[:, -1] * a_x.unsqueeze(0)
 
 
@@ -134,7 +137,8 @@ class ActNormGrad(ActGrad):
 
     name = "act_normgrad"
 
-    def combine(self, acts, grads, a_x, a_0):
+    def combine(self, acts: torch.Tensor | None, grads: torch.Tensor, a_x: torch.Tensor,
+                a_0: torch.Tensor | None) -> torch.Tensor:
         g = grads[:, -1]  # (K, B, ...)
         norm = g.flatten(2).norm(dim=-1).clamp_min(torch.finfo(g.dtype).tiny)
         return g / norm.view(*norm.shape, *([1] * (g.ndim - 2))) * a_x.unsqueeze(0)

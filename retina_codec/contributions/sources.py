@@ -52,7 +52,8 @@ class TensorSource(InputSource):
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
 
-    def iter_chunks(self, chunk, start=0, stop=None):
+    def iter_chunks(self, chunk: int, start: int = 0, stop: int | None = None
+                    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         stop = self.n if stop is None else min(stop, self.n)
         for a in range(start, stop, chunk):
             b = min(a + chunk, stop)
@@ -95,7 +96,8 @@ class RecordingSource(InputSource):
     def sample_shape(self) -> tuple[int, ...]:
         return (self.history, *self.recording.frame_shape)
 
-    def iter_chunks(self, chunk, start=0, stop=None):
+    def iter_chunks(self, chunk: int, start: int = 0, stop: int | None = None
+                    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         stop = self.n if stop is None else min(stop, self.n)
         mean, std = self.norm
         for a in range(start, stop, chunk):
@@ -164,7 +166,8 @@ class LoaderSource(InputSource):
         if have:
             yield torch.cat(buf) if len(buf) > 1 else buf[0]
 
-    def iter_chunks(self, chunk, start=0, stop=None):
+    def iter_chunks(self, chunk: int, start: int = 0, stop: int | None = None
+                    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         pos = 0
         for x in self._fixed_chunks(chunk):
             if stop is not None and pos >= stop:
