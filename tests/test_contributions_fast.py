@@ -134,6 +134,13 @@ def test_func_batched_backward_equals_is_grads_batched_for_per_cell_targets(fast
         torch.testing.assert_close(got.contributions[n], ref.contributions[n], rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="batched_backward"):
         ContributionEngine(model, ["conv1"], batched_backward="vmap")
+    # bf16 autocast keeps autograd's batched backward (torch.func would mix bf16 and float32 there)
+    m32, x32 = small_bncnn(n_cells=4, kernel_sizes=(7, 3)), x.float()
+    kw = dict(target=[0, 1], autocast=True, fast_conv=fast_conv)
+    ref = _engine_result(m32, x32, batched_backward="autograd", **kw)
+    got = _engine_result(m32, x32, batched_backward="func", **kw)
+    for n in ref.contributions:
+        torch.testing.assert_close(got.contributions[n], ref.contributions[n], rtol=0, atol=0)
 
 
 def test_an_out_of_memory_chunk_is_split_and_gives_identical_results(monkeypatch):

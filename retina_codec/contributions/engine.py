@@ -394,8 +394,9 @@ class ContributionEngine:
 
     def _use_func(self) -> bool:
         """``torch.func`` for the per-target backward: when asked for (``"auto"`` keeps autograd's
-        ``is_grads_batched``, equal or faster on a CPU; the GPU comparison is in benchmarks/gpu.sh)."""
-        return self.per_cell and self.batched_backward == "func"
+        ``is_grads_batched``, equal or faster on a CPU; the GPU comparison is in benchmarks/gpu.sh), and not
+        under bf16 autocast (torch.func's backward of autocast regions mixes bf16 and float32 operands)."""
+        return self.per_cell and self.batched_backward == "func" and not self.autocast
 
     def _func_pass(self, x, x0, alphas, i1: int):
         """Outputs, hooked activations, target values and per-target gradients ``(K, S·B, ...)`` from
