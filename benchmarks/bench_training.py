@@ -2,8 +2,10 @@
 time of a full fit on the default simulated recording.
 
 Peer: the same model with PyTorch's own ``nn.Conv2d`` backward (oneDNN's weight-gradient kernel on CPU,
-what torch-deep-retina runs), timed in the same run; ours uses ``FastCPUConv2d`` (weight gradient as one
-forward convolution). On CUDA both are cuDNN, so only ours is timed there.
+what torch-deep-retina runs), timed in the same run; ours is what ``fit`` runs: on a CPU the large-kernel
+convolutions as FFTs (``fft_convolutions``; eval: ``fft_inference``), also timed without them
+(``FastCPUConv2d``: weight gradient as one forward convolution). On CUDA both are cuDNN, so only ours is
+timed there.
 
     python benchmarks/bench_training.py [--batch 256] [--repeats 3] [--device cpu|cuda]
 """
@@ -19,6 +21,7 @@ from torch import nn
 
 from retina_codec.models import BNCNN
 from retina_codec.models.card import machine_description
+from retina_codec.models.fft_conv import fft_convolutions, fft_inference
 from retina_codec.models.fitting import SMALL_CONFIG, resolve_device
 from retina_codec.sim import resolve_params
 from retina_codec.sim.simulate import SPLIT_FRACTIONS
@@ -99,18 +102,22 @@ def main() -> None:
         "full BN-CNN, bn=unit": dict(bn="unit"),
         "--small BN-CNN": dict(SMALL_CONFIG),
     }
-    print(f"{'model':28s} {'ours bins/s':>12s} {'peer bins/s':>12s} {'ratio':>6s} {'eval bins/s':>12s} "
-          f"{'epoch (min)':>12s}")
+    print(f"{'model':28s} {'ours bins/s':>12s} {'no FFT':>8s} {'peer bins/s':>12s} {'ratio':>6s} "
+          f"{'eval bins/s':>12s} {'epoch (min)':>12s}")
     for name, cfg in configs.items():
         torch.manual_seed(0)
         model = BNCNN(n_cells, **cfg).to(dev)
-        ours = train_rate(model, args.batch, args.repeats, dev)
-        ev = eval_rate(model, args.batch, args.repeats, dev)
-        peer = float("nan")
+        with fft_convolutions(model):
+            ours = train_rate(model, args.batch, args.repeats, dev)
+        with fft_inference(model):
+            ev = eval_rate(model, args.batch, args.repeats, dev)
+        no_fft = peer = float("nan")
         if dev.type == "cpu":
+            no_fft = train_rate(model, args.batch, args.repeats, dev)
             peer = train_rate(with_plain_convs(model), args.batch, args.repeats, dev)
         epoch_min = (n_train / ours + n_val / ev) / 60
-        print(f"{name:28s} {ours:12.1f} {peer:12.1f} {ours / peer:6.2f} {ev:12.1f} {epoch_min:12.1f}")
+        print(f"{name:28s} {ours:12.1f} {no_fft:8.1f} {peer:12.1f} {ours / peer:6.2f} {ev:12.1f} "
+              f"{epoch_min:12.1f}")
     print("estimated full fit (default preset, full BN-CNN): epochs x the epoch time above; "
           "typically 10-30 epochs before early stopping")
 

@@ -167,3 +167,28 @@ def test_predict_runs_fft_convolutions_and_equals_the_plain_model(cropped):
         ref = model.eval()((x - mean) / std).numpy()
     np.testing.assert_array_equal(got_bins, bins)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_training_through_fft_convolutions_gives_the_plain_gradients_and_restores_the_modules():
+    from retina_codec.models.fft_conv import FFTConv2d, fft_convolutions
+
+    torch.manual_seed(0)
+    model = BNCNN(3, history=6, frame_shape=(20, 20), channels=(4, 4), kernel_sizes=(9, 7)).double().train()
+    x = torch.randn(5, 6, 20, 20, dtype=torch.float64)
+    convs = [model.conv1.conv, model.conv2.conv]
+
+    def backward():
+        torch.manual_seed(1)  # the same training noise in both passes
+        model.zero_grad()
+        model(x).sum().backward()
+
+    backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    with fft_convolutions(model):
+        assert all(isinstance(m, FFTConv2d) for m in (model.conv1.conv, model.conv2.conv))
+        backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}  # the same parameter objects
+    assert [model.conv1.conv, model.conv2.conv] == convs
+    assert set(model.state_dict()) >= {"conv1.conv.weight", "conv2.conv.weight"}
+    for n in ref:
+        torch.testing.assert_close(got[n], ref[n], rtol=1e-9, atol=1e-11)

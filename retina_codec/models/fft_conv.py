@@ -9,8 +9,9 @@ cross-correlation ``irfft2(rfft2(x) · conj(rfft2(w)))`` equals the valid cross-
 :class:`FFTConv2d` wraps an existing ``nn.Conv2d`` (sharing its parameters) and is differentiable in its
 input (autograd through ``rfft2`` / ``irfft2``); the weight spectrum is cached while the weight is frozen.
 :func:`fft_conv_swaps` lists the convolutions of a model worth swapping, for
-:func:`~retina_codec.contributions.hooks.swap_modules`; :func:`fft_inference` swaps them in for a block of
-evaluation on the CPU (predictions, validation, IRFs, model STAs).
+:func:`~retina_codec.contributions.hooks.swap_modules`; :func:`fft_convolutions` swaps them in for a block
+of training on the CPU and :func:`fft_inference` for a block of evaluation (predictions, validation, IRFs,
+model STAs).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FFTConv2d", "fft_conv_eligible", "fft_conv_swaps", "fft_inference"]
+__all__ = ["FFTConv2d", "fft_conv_eligible", "fft_conv_swaps", "fft_convolutions", "fft_inference"]
 
 
 def fft_conv_eligible(conv: nn.Module, min_kernel: int = 7) -> bool:
@@ -135,16 +136,29 @@ def fft_conv_swaps(model: nn.Module, min_kernel: int = 7, min_in_channels: int =
 
 
 @contextlib.contextmanager
-def fft_inference(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block a CPU model is in eval mode with frozen parameters and its large-kernel convolutions
-    run as FFTs (their input gradient is then one FFT pair): the full-size retina BN-CNN predicts ≈ 2× and
-    computes IRFs ≈ 1.5× faster on two cores (benchmarks/RESULTS.md). Modes, ``requires_grad`` flags and
-    modules are restored on exit, also after an error. On other devices only eval mode and frozen
-    parameters apply (cuDNN already picks its own algorithm there).
+def fft_convolutions(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block a CPU model's large-kernel convolutions run as FFTs; the weights are shared and stay
+    trainable (their gradient flows through the FFTs: a full-size retina BN-CNN trains ≈ 1.7–2× faster on two
+    cores, benchmarks/RESULTS.md). The original modules are restored on exit, also after an error. A no-op
+    on other devices (cuDNN picks its own algorithm there). Inside the block ``model.state_dict()`` has the
+    wrapped names (``conv1.conv.conv.weight``): save or load state outside it.
     """
-    from ..contributions.hooks import prepared_model, swap_modules  # the hooks module imports this one
+    from ..contributions.hooks import swap_modules  # the hooks module imports this one
 
     first = next(model.parameters(), None)
     cpu = first is None or first.device.type == "cpu"
-    with prepared_model(model), swap_modules(model, fft_conv_swaps(model) if cpu else {}):
+    with swap_modules(model, fft_conv_swaps(model) if cpu else {}):
+        yield model
+
+
+@contextlib.contextmanager
+def fft_inference(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block a model is in eval mode with frozen parameters and, on a CPU, its large-kernel
+    convolutions run as FFTs (their input gradient is then one FFT pair): the full-size retina BN-CNN predicts
+    ≈ 2× and computes IRFs ≈ 1.5× faster on two cores (benchmarks/RESULTS.md). Modes, ``requires_grad``
+    flags and modules are restored on exit, also after an error.
+    """
+    from ..contributions.hooks import prepared_model
+
+    with prepared_model(model), fft_convolutions(model):
         yield model

@@ -31,7 +31,7 @@ from ..recordings.recording import Recording
 from ..recordings.windows import frames_of_windows
 from .base import RetinaModel
 from .bncnn import BNCNN
-from .fft_conv import fft_inference
+from .fft_conv import fft_convolutions, fft_inference
 
 __all__ = ["fit", "evaluate", "predict", "pearson_r", "FitResult", "Evaluation", "resolve_device",
            "SMALL_CONFIG", "RESUME_FILE"]
@@ -312,18 +312,19 @@ def fit(
         model.train()
         total = 0.0
         bar = progress(range(n_batches), desc=f"epoch {epoch + 1}/{epochs}", quiet=quiet, unit="batch")
-        for i in bar:
-            bins = train_t[order[i * batch_size:(i + 1) * batch_size]]
-            pred = model(windows(bins))
-            loss = F.poisson_nll_loss(pred, responses[bins], log_input=False, full=False, eps=1e-8)
-            if l1 > 0:
-                loss = loss + l1 * pred.abs().sum(1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            if i % 10 == 0:
-                bar.set_postfix(loss=f"{total / (i + 1):.4f}")
+        with fft_convolutions(model):  # on a CPU: FFT convolutions (≈ 1.7–2× faster); state saved outside
+            for i in bar:
+                bins = train_t[order[i * batch_size:(i + 1) * batch_size]]
+                pred = model(windows(bins))
+                loss = F.poisson_nll_loss(pred, responses[bins], log_input=False, full=False, eps=1e-8)
+                if l1 > 0:
+                    loss = loss + l1 * pred.abs().sum(1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach())
+                if i % 10 == 0:
+                    bar.set_postfix(loss=f"{total / (i + 1):.4f}")
         train_seconds = time.perf_counter() - t0
         val_loss, val_r = _validate(model, windows, responses, val_t, eval_batch_size)
         entry = {"epoch": epoch + 1, "train_loss": total / n_batches, "val_loss": val_loss, "val_r": val_r,
