@@ -83,6 +83,19 @@ def test_batched_irfs_equal_a_loop_of_per_cell_autograd():
             np.testing.assert_allclose(streamed[i, c], g[0].numpy(), atol=1e-5)
 
 
+def test_irfs_use_the_models_normalisation_when_it_carries_one():
+    model = TinyCNN().eval()
+    model.norm_stats = (0.7, 2.5)  # not the recording's statistics
+    rec = _recording()
+    bins = np.array([30, 31, 60])
+    got = instantaneous_rfs(model, rec, bins, [1, 0], history=4, quiet=True)
+    for i, t in enumerate(bins):
+        xb = torch.as_tensor((rec.stimulus[t - 4 : t] - 0.7) / 2.5)[None].requires_grad_(True)
+        for c, cell in enumerate([1, 0]):
+            (g,) = torch.autograd.grad(model(xb)[0, cell], xb)
+            np.testing.assert_allclose(got[i, c], g[0].numpy(), atol=1e-6)
+
+
 def test_loop_fallback_gives_the_same_jacobian():
     model = TinyCNN().eval()
     x = torch.randn(3, 4, 8, 8)

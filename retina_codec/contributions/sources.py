@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.base import model_norm_stats
 from ..recordings.windows import frames_of_windows
 
 __all__ = ["InputSource", "TensorSource", "RecordingSource", "LoaderSource", "as_source", "model_norm_stats"]
@@ -58,19 +59,6 @@ class TensorSource(InputSource):
         for a in range(start, stop, chunk):
             b = min(a + chunk, stop)
             yield np.arange(a, b), self.x[a:b]
-
-
-def model_norm_stats(model: Any) -> tuple[float, float] | None:
-    """The stimulus (mean, std) a model was trained with, when it carries them."""
-    ns = getattr(model, "norm_stats", None)
-    if isinstance(ns, dict) and "mean" in ns and "std" in ns:
-        return float(ns["mean"]), float(ns["std"])
-    if isinstance(ns, (tuple, list)) and len(ns) == 2:
-        return float(ns[0]), float(ns[1])
-    mean, std = getattr(model, "norm_mean", None), getattr(model, "norm_std", None)
-    if mean is not None and std is not None:
-        return float(mean), float(std)
-    return None
 
 
 class RecordingSource(InputSource):

@@ -11,11 +11,39 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+import torch
 from torch import nn
 
 from ..errors import LayerNotFoundError
 
-__all__ = ["InputSpec", "RetinaModel", "get_module"]
+__all__ = ["InputSpec", "RetinaModel", "get_module", "model_norm_stats", "model_windows"]
+
+
+def model_norm_stats(model: Any) -> tuple[float, float] | None:
+    """The stimulus ``(mean, std)`` a model was trained with (its ``norm_stats``), when it carries them."""
+    ns = getattr(model, "norm_stats", None)
+    if isinstance(ns, dict) and "mean" in ns and "std" in ns:
+        return float(ns["mean"]), float(ns["std"])
+    if isinstance(ns, (tuple, list)) and len(ns) == 2:
+        return float(ns[0]), float(ns[1])
+    mean, std = getattr(model, "norm_mean", None), getattr(model, "norm_std", None)
+    if mean is not None and std is not None:
+        return float(mean), float(std)
+    return None
+
+
+def model_windows(windows: np.ndarray, mean: float, std: float, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Z-scored model input ``(B, h, H, W)`` for a batch of overlapping history windows (as yielded by
+    :meth:`~retina_codec.recordings.Recording.iter_windows`): the ``B + h − 1`` frames are moved and
+    z-scored once and the windows are a view of them (``x[b] = frames[b : b + h]``), not ``h`` copies."""
+    from ..recordings.windows import frames_of_windows
+
+    h = windows.shape[1]
+    frames = torch.from_numpy(np.asarray(frames_of_windows(windows), dtype=np.float32))
+    frames = ((frames.to(device) - mean) / std).to(dtype)
+    return frames.unfold(0, h, 1).permute(0, 3, 1, 2)
 
 
 @dataclass(frozen=True)

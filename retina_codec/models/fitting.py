@@ -28,8 +28,7 @@ from ..errors import CheckpointError, ShapeMismatchError
 from ..io_utils import atomic_path
 from ..progress import progress
 from ..recordings.recording import Recording
-from ..recordings.windows import frames_of_windows
-from .base import RetinaModel
+from .base import RetinaModel, model_norm_stats, model_windows
 from .bncnn import BNCNN
 from .fft_conv import fft_convolutions, fft_inference
 
@@ -122,7 +121,7 @@ def _check_compatible(model: RetinaModel, recording: Recording) -> None:
 
 
 def _model_norm(model: RetinaModel, recording: Recording) -> tuple[float, float]:
-    return tuple(model.norm_stats) if model.norm_stats is not None else recording.normalization()
+    return model_norm_stats(model) or recording.normalization()
 
 
 @torch.no_grad()
@@ -144,10 +143,7 @@ def predict(model: RetinaModel, recording: Recording, split: str | None = "test"
         batches = recording.iter_windows(split if bins is None else None, history=spec.history,
                                          offset=spec.offset, batch_size=batch_size, normalize=False, bins=bins)
         for batch in progress(batches, desc=f"predict {split or 'bins'}", quiet=quiet, unit="batch"):
-            # z-score the B + h − 1 frames once, then take the windows as a view (not h copies of each frame)
-            frames = torch.from_numpy(frames_of_windows(batch.stimulus).astype(np.float32, copy=False)).to(dev)
-            frames = (frames - mean) / std
-            x = frames.unfold(0, spec.history, 1).permute(0, 3, 1, 2)  # (B, h, H, W), x[b] = frames[b:b+h]
+            x = model_windows(batch.stimulus, mean, std, dev)  # z-scored frames, windows as a view
             outs.append(model(x).float().cpu().numpy())
             out_bins.append(batch.bins)
     if not outs:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.base import model_norm_stats, model_windows
 from ..models.fft_conv import fft_inference
 from ..progress import progress
 from ..recordings import Recording
@@ -109,25 +110,30 @@ def iter_irfs(
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
     """Stream IRFs: yields ``(bins (B,), irfs (B, C, h, H, W) tensor, rates (B, N) or None)`` per batch.
 
-    ``bins`` (sorted) overrides ``split``; windows come from :meth:`Recording.iter_windows` (z-scored by
-    default, as the model expects); ``cells`` defaults to every model output.
+    ``bins`` (sorted) overrides ``split``; windows come from :meth:`Recording.iter_windows`, z-scored by
+    default as the model expects: with the model's ``norm_stats`` when it carries them (as
+    :func:`~retina_codec.models.predict` and the contributions do), else the recording's train statistics.
+    ``cells`` defaults to every model output. IRFs are per unit of the z-scored stimulus.
     """
     history, offset = model_window(model, history, offset)
     dev, dtype = model_device(model), model_dtype(model)
     if bins is None:
         bins = recording.window_bins(split, history, offset)
     bins = np.asarray(bins, dtype=np.int64)
+    mean, std = (model_norm_stats(model) or recording.normalization()) if normalize else (0.0, 1.0)
+
+    def windows(bb: np.ndarray, size: int) -> Iterator:
+        for batch in recording.iter_windows(bins=bb, history=history, offset=offset, batch_size=size,
+                                            normalize=False):
+            yield batch, model_windows(batch.stimulus, mean, std, dev, dtype)
+
     with eval_mode(model), fast_input_gradients(model):
         if cells is None:
             with torch.no_grad():
-                probe = next(recording.iter_windows(bins=bins[:1], history=history, offset=offset,
-                                                    normalize=normalize))
-                n_out = model(torch.from_numpy(np.array(probe.stimulus, dtype=np.float32)).to(dev, dtype)).shape[1]
+                n_out = model(next(windows(bins[:1], 1))[1]).shape[1]
             cells = list(range(n_out))
-        batches = recording.iter_windows(bins=bins, history=history, offset=offset, batch_size=batch_size,
-                                         normalize=normalize)
-        for batch in progress(batches, desc="IRF", total=-(-len(bins) // batch_size), quiet=quiet):
-            x = torch.from_numpy(np.array(batch.stimulus, dtype=np.float32)).to(dev, dtype)
+        for batch, x in progress(windows(bins, batch_size), desc="IRF", total=-(-len(bins) // batch_size),
+                                 quiet=quiet):
             jac = input_jacobian(model, x, cells)
             rates = None
             if with_rates:
