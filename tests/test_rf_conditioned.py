@@ -129,3 +129,26 @@ def test_loadings_must_align_with_the_bins():
     rec = _recording(40)
     with pytest.raises(ValueError, match="aligned with the bins"):
         mode_conditioned_rfs(TinyCNN(), rec, np.zeros((5, 2)), history=4, quiet=True)
+
+
+def test_sources_of_float32_irfs_with_a_large_mean_match_float64():
+    """r² = 1 − rss/tss with tss = Σy² − (Σy)²/n cancels when the IRFs share a large mean: the float32 path
+    must still give the float64 answer (its Σy² accumulates in float64)."""
+    from retina_codec.rf.sources import SourcesAccumulator
+
+    gen = torch.Generator().manual_seed(0)
+    n, k, c, h, hw = 96, 3, 2, 6, (12, 12)
+    base = torch.randn(1, c, h, *hw, generator=gen, dtype=torch.float64) * 10  # shared, large
+    atoms = torch.randn(k, c, h, *hw, generator=gen, dtype=torch.float64) * 0.1
+    a = torch.rand(n, k, generator=gen, dtype=torch.float64) * (torch.rand(n, k, generator=gen) < 0.5)
+    irfs = base + torch.einsum("nk,kchyx->nchyx", a, atoms) + 0.05 * torch.randn(n, c, h, *hw, generator=gen,
+                                                                                 dtype=torch.float64)
+    res = {}
+    for dtype in (torch.float32, torch.float64):
+        acc = SourcesAccumulator(k, c, h, hw)
+        for i in range(0, n, 32):
+            acc.update(irfs[i:i + 32].to(dtype), a[i:i + 32])
+        res[dtype] = acc.result()
+    np.testing.assert_allclose(res[torch.float32].r2_irf, res[torch.float64].r2_irf, atol=1e-5)
+    np.testing.assert_allclose(res[torch.float32].unique_r2, res[torch.float64].unique_r2, atol=1e-5)
+    assert 0.3 < res[torch.float64].r2_irf.min() < 1

@@ -108,11 +108,13 @@ class SourcesAccumulator:
         self.f_active = torch.zeros((n_modes, n_cells, len(FEATURES)), **f64)
         self.n_active = torch.zeros(n_modes, **f64)
         self.n_bins = 0
+        self.shift: torch.Tensor | None = None
 
     def state_nbytes(self) -> int:
         """Bytes held by the running sums (independent of the number of bins)."""
-        return sum(t.numel() * t.element_size() for t in (self.xtx, self.xty, self.yy, self.xtf, self.ff,
-                                                            self.f_active, self.n_active))
+        held = (self.xtx, self.xty, self.yy, self.xtf, self.ff, self.f_active, self.n_active)
+        held += () if self.shift is None else (self.shift,)
+        return sum(t.numel() * t.element_size() for t in held)
 
     def update(self, irfs: torch.Tensor, loadings: torch.Tensor, features: torch.Tensor | None = None) -> None:
         """Add ``irfs (B, C, h, H, W)``, ``loadings (B, K)`` and optional precomputed ``features (B, C, 4)``."""
@@ -120,6 +122,11 @@ class SourcesAccumulator:
         # per-batch products in the IRFs' precision (float32 or float64), running totals in float64
         y = irfs.reshape(b, self.c, -1)
         y = y if y.dtype in (torch.float32, torch.float64) else y.double()
+        # the regression sums are of y − ȳ₁ (ȳ₁ the first batch's mean IRF): the R²s are unchanged (the model
+        # has an intercept) and IRFs that share a large mean do not cancel to float32 noise
+        if self.shift is None:
+            self.shift = y.mean(0)
+        y = y - self.shift.to(y.dtype)
         a = loadings.to(y.device).double()
         x = torch.cat([torch.ones((b, 1), dtype=a.dtype, device=y.device), a], 1)
         if features is None:
@@ -129,7 +136,8 @@ class SourcesAccumulator:
         active = (a > self.threshold).double()
         self.xtx += x.T @ x
         self.xty += (x.T.to(y.dtype) @ y.reshape(b, -1)).reshape(self.xty.shape)
-        self.yy += torch.einsum("bcd,bcd->c", y, y).double()
+        # Σ y² feeds tss = Σ y² − (Σ y)²/n, which cancels heavily: float64 accumulation (no float64 copy)
+        self.yy += torch.linalg.vector_norm(y, dim=2, dtype=torch.float64).square().sum(0)
         self.xtf += torch.einsum("bk,bcf->kcf", x, f)
         self.ff += f.square().sum(0)
         self.f_active += torch.einsum("bk,bcf->kcf", active, f)
