@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.base import model_norm_stats
-from ..recordings.windows import frames_of_windows
+from ..models.base import model_norm_stats, model_windows
 
 __all__ = ["InputSource", "TensorSource", "RecordingSource", "LoaderSource", "as_source", "model_norm_stats"]
 
@@ -95,22 +94,10 @@ class RecordingSource(InputSource):
             if len(parts) == 1:
                 # consecutive bins: z-score the B + h − 1 frames once and view the overlapping windows, so
                 # moving a chunk to the GPU moves h times fewer bytes (see engine.to_device)
-                yield bins, _normalized_windows(parts[0], mean, std)
+                yield bins, model_windows(parts[0], mean, std)
                 continue
             x = (np.concatenate(parts) - np.float32(mean)) * np.float32(1.0 / std)
             yield bins, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
-
-def _normalized_windows(windows: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    """``(windows − mean) / std`` as a strided view ``(B, h, H, W)`` over the z-scored frames it was cut from."""
-    b, h = windows.shape[:2]
-    if b == 0:
-        return torch.zeros(windows.shape, dtype=torch.float32)
-    frames = frames_of_windows(windows)  # (B + h − 1, H, W)
-    frames = torch.from_numpy(np.ascontiguousarray((frames - np.float32(mean)) * np.float32(1.0 / std),
-                                                   dtype=np.float32))
-    st = frames.stride()
-    return frames.as_strided((b, h, *frames.shape[1:]), (st[0], st[0], *st[1:]))
 
 
 class LoaderSource(InputSource):

@@ -41,6 +41,8 @@ def model_windows(windows: np.ndarray, mean: float, std: float, device: torch.de
     from ..recordings.windows import frames_of_windows
 
     h = windows.shape[1]
+    if windows.shape[0] == 0:
+        return torch.zeros(windows.shape, dtype=dtype, device=device)
     frames = torch.from_numpy(np.asarray(frames_of_windows(windows), dtype=np.float32))
     frames = ((frames.to(device) - mean) / std).to(dtype)
     return frames.unfold(0, h, 1).permute(0, 3, 1, 2)
