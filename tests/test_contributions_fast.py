@@ -216,6 +216,21 @@ def test_gpu_contributions_match_cpu_float64_for_every_speed_option():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_per_cell_contributions_agree_between_batched_backwards_and_with_the_cpu():
+    model = small_bncnn(n_cells=5, kernel_sizes=(7, 3))
+    x = torch.randn(16, 6, 14, 14, generator=torch.Generator().manual_seed(4))
+    kw = dict(target=[0, 1, 3, 4], steps=8)
+    ref = _engine_result(model.double(), x.double(), **kw)
+    model.float()
+    for how in ("autograd", "func"):
+        got = _engine_result(model, x, device="cuda", batched_backward=how, **kw)
+        for n in ref.contributions:
+            c, r = got.contributions[n].double().cpu(), ref.contributions[n]
+            assert (c - r).abs().max() < 1e-4 * r.abs().max(), (how, n)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_recording_input_equals_cpu():
     rec = _recording(t=120, size=14)
     model = small_bncnn(n_cells=3)
