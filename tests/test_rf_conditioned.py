@@ -152,3 +152,23 @@ def test_sources_of_float32_irfs_with_a_large_mean_match_float64():
     np.testing.assert_allclose(res[torch.float32].r2_irf, res[torch.float64].r2_irf, atol=1e-5)
     np.testing.assert_allclose(res[torch.float32].unique_r2, res[torch.float64].unique_r2, atol=1e-5)
     assert 0.3 < res[torch.float64].r2_irf.min() < 1
+
+
+def test_sources_compute_the_same_features_themselves_as_when_given_them():
+    from retina_codec.rf.decompose import batched_rank1
+    from retina_codec.rf.sources import SourcesAccumulator, spatial_features
+
+    gen = torch.Generator().manual_seed(1)
+    n, k, c, h, hw = 40, 2, 2, 5, (10, 10)
+    irfs = torch.randn(1, c, h, *hw, generator=gen, dtype=torch.float64) + 0.3 * torch.randn(
+        n, c, h, *hw, generator=gen, dtype=torch.float64)
+    a = torch.rand(n, k, generator=gen, dtype=torch.float64)
+    given, computed = SourcesAccumulator(k, c, h, hw), SourcesAccumulator(k, c, h, hw)
+    for i in range(0, n, 16):
+        y = irfs[i:i + 16]
+        s, _, _ = batched_rank1(y.reshape(len(y) * c, h, -1))
+        given.update(y, a[i:i + 16], spatial_features(s, hw).reshape(len(y), c, -1))
+        computed.update(y, a[i:i + 16])
+    g, m = given.result(), computed.result()
+    np.testing.assert_allclose(m.feature_coef, g.feature_coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m.feature_r2, g.feature_r2, rtol=1e-10, atol=1e-12)

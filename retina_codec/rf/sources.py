@@ -124,14 +124,14 @@ class SourcesAccumulator:
         y = y if y.dtype in (torch.float32, torch.float64) else y.double()
         # the regression sums are of y − ȳ₁ (ȳ₁ the first batch's mean IRF): the R²s are unchanged (the model
         # has an intercept) and IRFs that share a large mean do not cancel to float32 noise
+        if features is None:  # of the IRFs themselves, before the shift below
+            s, _, _ = batched_rank1(y.reshape(b * self.c, -1, self.frame_shape[0] * self.frame_shape[1]))
+            features = spatial_features(s, self.frame_shape).reshape(b, self.c, -1)
         if self.shift is None:
             self.shift = y.mean(0)
         y = y - self.shift.to(y.dtype)
         a = loadings.to(y.device).double()
         x = torch.cat([torch.ones((b, 1), dtype=a.dtype, device=y.device), a], 1)
-        if features is None:
-            s, _, _ = batched_rank1(y.reshape(b * self.c, -1, self.frame_shape[0] * self.frame_shape[1]))
-            features = spatial_features(s, self.frame_shape).reshape(b, self.c, -1)
         f = features.double()
         active = (a > self.threshold).double()
         self.xtx += x.T @ x
