@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import LayerNotFoundError
 
-__all__ = ["InputSpec", "RetinaModel", "get_module", "model_norm_stats", "model_windows"]
+__all__ = ["InputSpec", "RetinaModel", "get_module", "model_norm_stats", "input_norm", "model_windows"]
 
 
 def model_norm_stats(model: Any) -> tuple[float, float] | None:
@@ -31,6 +31,12 @@ def model_norm_stats(model: Any) -> tuple[float, float] | None:
     if mean is not None and std is not None:
         return float(mean), float(std)
     return None
+
+
+def input_norm(model: Any, recording: Any) -> tuple[float, float]:
+    """The ``(mean, std)`` that z-scores ``recording``'s stimulus for ``model``: the model's own
+    :func:`model_norm_stats` when it carries them, else the recording's train statistics."""
+    return model_norm_stats(model) or recording.normalization()
 
 
 def model_windows(windows: np.ndarray, mean: float, std: float, device: torch.device | str = "cpu",

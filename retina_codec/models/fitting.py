@@ -28,7 +28,7 @@ from ..errors import CheckpointError, ShapeMismatchError
 from ..io_utils import atomic_path
 from ..progress import progress
 from ..recordings.recording import Recording
-from .base import RetinaModel, model_norm_stats, model_windows
+from .base import RetinaModel, input_norm, model_windows
 from .bncnn import BNCNN
 from .fft_conv import fft_convolutions, fft_inference
 
@@ -120,10 +120,6 @@ def _check_compatible(model: RetinaModel, recording: Recording) -> None:
         )
 
 
-def _model_norm(model: RetinaModel, recording: Recording) -> tuple[float, float]:
-    return model_norm_stats(model) or recording.normalization()
-
-
 @torch.no_grad()
 def predict(model: RetinaModel, recording: Recording, split: str | None = "test", *,
             bins: np.ndarray | None = None, batch_size: int = 1024, device: str | torch.device | None = None,
@@ -137,7 +133,7 @@ def predict(model: RetinaModel, recording: Recording, split: str | None = "test"
     spec = model.input_spec
     dev = next(model.parameters()).device if device is None else resolve_device(device)
     model.to(dev)
-    mean, std = _model_norm(model, recording)
+    mean, std = input_norm(model, recording)
     out_bins, outs = [], []
     with fft_inference(model):  # eval mode, frozen; FFT convolutions on a CPU (≈ 2× faster); restored on exit
         batches = recording.iter_windows(split if bins is None else None, history=spec.history,

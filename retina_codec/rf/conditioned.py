@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..recordings import Recording
-from .decompose import batched_rank1, space_time_svd
+from .decompose import batched_rank1, space_time_svd, working_precision
 from .irf import iter_irfs, model_window
 from .sources import DynamicRFSources, SourcesAccumulator, spatial_features
 
@@ -130,8 +130,7 @@ class ConditionedRFAccumulator:
         dev = self.sums.device
         w = self.bin_weights(loadings.to(dev), code.to(dev))
         if self.keep == "full":  # per-batch products in the IRFs' precision, totals in float64
-            y = irfs.reshape(b, -1).to(dev)
-            y = y if y.dtype in (torch.float32, torch.float64) else y.double()
+            y = working_precision(irfs.reshape(b, -1).to(dev))
         else:
             if rank1 is None:
                 s, t, _ = batched_rank1(irfs.reshape(b * self.c, self.h, -1).double())

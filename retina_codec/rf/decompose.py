@@ -83,6 +83,12 @@ def space_time_svd(rf: np.ndarray, rank: int = 1, center: bool = False) -> Space
                                peak.reshape(shape))
 
 
+def working_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when float32 or float64, else as float64: large per-batch products of IRFs run in
+    their own precision (running totals and small eigenproblems stay float64)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.double()
+
+
 def batched_rank1(rf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rank-1 parts of many RFs at once (for streaming; torch, any device).
 
@@ -91,9 +97,7 @@ def batched_rank1(rf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     positively with the peak frame). Exact: the top eigenvector of the small ``h × h`` Gram matrix
     ``rf rfᵀ`` gives the temporal part, ``rfᵀ u / s`` the spatial part.
     """
-    # the large products run in the input's precision (float32 IRFs stay float32), the small
-    # eigenproblems and the returned parts in float64
-    rf = rf if rf.dtype in (torch.float32, torch.float64) else rf.double()
+    rf = working_precision(rf)  # the small eigenproblems and the returned parts are float64
     gram = rf @ rf.transpose(1, 2)  # (M, h, h)
     vals, vecs = torch.linalg.eigh(gram.double())
     u = vecs[..., -1]  # (M, h)

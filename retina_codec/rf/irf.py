@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.base import model_norm_stats, model_windows
+from ..models.base import input_norm, model_windows
 from ..models.fft_conv import fft_inference
 from ..progress import progress
 from ..recordings import Recording
@@ -120,14 +120,14 @@ def iter_irfs(
     if bins is None:
         bins = recording.window_bins(split, history, offset)
     bins = np.asarray(bins, dtype=np.int64)
-    mean, std = (model_norm_stats(model) or recording.normalization()) if normalize else (0.0, 1.0)
+    mean, std = input_norm(model, recording) if normalize else (0.0, 1.0)
 
     def windows(bb: np.ndarray, size: int) -> Iterator:
         for batch in recording.iter_windows(bins=bb, history=history, offset=offset, batch_size=size,
                                             normalize=False):
             yield batch, model_windows(batch.stimulus, mean, std, dev, dtype)
 
-    with eval_mode(model), fast_input_gradients(model):
+    with fft_inference(model):  # eval mode, frozen weights; FFT convolutions on a CPU
         if cells is None:
             with torch.no_grad():
                 n_out = model(next(windows(bins[:1], 1))[1]).shape[1]

@@ -18,7 +18,7 @@ from torch import nn
 from ..models.fft_conv import fft_inference
 from ..progress import progress
 from .correlate import WindowCorrelator
-from .irf import eval_mode, fast_input_gradients, input_jacobian, model_device, model_dtype, model_window
+from .irf import input_jacobian, model_device, model_dtype, model_window
 
 __all__ = ["model_sta_gradient", "model_reverse_correlation", "white_noise"]
 
@@ -64,7 +64,7 @@ def model_sta_gradient(
     gen = torch.Generator(device=dev).manual_seed(seed)
     total = torch.zeros((len(cells), history) + hw, dtype=torch.float64, device=dev)
     done = 0
-    with eval_mode(model), fast_input_gradients(model):
+    with fft_inference(model):  # eval mode, frozen weights; FFT convolutions on a CPU
         for _ in progress(range(-(-n_samples // batch_size)), desc="model STA", quiet=quiet):
             b = min(batch_size, n_samples - done)
             x = white_noise((b, history) + hw, gen, kind, contrast, dev).to(model_dtype(model))

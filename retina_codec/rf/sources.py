@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .decompose import batched_rank1
+from .decompose import batched_rank1, working_precision
 
 __all__ = ["FEATURES", "spatial_features", "SourcesAccumulator", "DynamicRFSources"]
 
@@ -120,8 +120,7 @@ class SourcesAccumulator:
         """Add ``irfs (B, C, h, H, W)``, ``loadings (B, K)`` and optional precomputed ``features (B, C, 4)``."""
         b = irfs.shape[0]
         # per-batch products in the IRFs' precision (float32 or float64), running totals in float64
-        y = irfs.reshape(b, self.c, -1)
-        y = y if y.dtype in (torch.float32, torch.float64) else y.double()
+        y = working_precision(irfs.reshape(b, self.c, -1))
         # the regression sums are of y − ȳ₁ (ȳ₁ the first batch's mean IRF): the R²s are unchanged (the model
         # has an intercept) and IRFs that share a large mean do not cancel to float32 noise
         if features is None:  # of the IRFs themselves, before the shift below
