@@ -184,9 +184,9 @@ class Recording:
         if bins.size == 0:
             raise ValueError(f"split {split!r} has no bins with a full {history}-frame window")
         name = name or f"{split or 'all'}[:{n}]"
-        runs = np.split(bins, np.flatnonzero(np.diff(bins) != 1) + 1)
         step = 1.0 / self.frame_rate
-        self.intervals[name] = np.array([[self.frame_times[r[0]], self.frame_times[r[-1]] + step] for r in runs])
+        self.intervals[name] = np.array([[self.frame_times[a], self.frame_times[b - 1] + step]
+                                         for a, b in bin_chunks(bins, len(bins))])  # one per run
         return name
 
     def window_bins(self, split: str | None = None, history: int = 40, offset: int = 1) -> np.ndarray:
