@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.add_parser(sub)
+    for command in sub.choices.values():  # `retina-codec demo -q` works as well as `retina-codec -q demo`
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars or info messages")
     return parser
 
 
