@@ -24,6 +24,7 @@ __all__ = [
     "LayerNotFoundError",
     "ModesError",
     "OutputExistsError",
+    "NonFiniteResponsesError",
 ]
 
 
@@ -95,3 +96,7 @@ class ModesError(RetinaCodecError, ValueError):
 
 class OutputExistsError(RetinaCodecError, FileExistsError):
     """The output file exists already and overwriting was not asked for."""
+
+
+class NonFiniteResponsesError(RecordingError):
+    """The responses (spike counts or rates) contain NaN or infinite values."""

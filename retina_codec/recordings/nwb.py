@@ -9,7 +9,7 @@ stimulus series and spikes or rates reads too):
 - ``units``: spike counts as spike times (k spikes of bin t at ``start_t + (j + 0.5) / k * width_t``),
   column ``cell_id``; rates (``response_unit="Hz"``) go to ``processing/responses/rates_<stimulus>``.
 - ``epochs``: one row per split interval, tags ``[split, stimulus_name]``.
-- ``processing/retina_codec``: ``recordings`` (stimulus_name, response_unit, norm_mean, norm_std),
+- ``processing/retina_codec``: ``recordings`` (stimulus_name, response_unit, norm_mean, norm_std, frame_rate),
   ``cells`` (cell_id), ``provenance_<stimulus>`` (JSON key/value rows).
 - ``processing/ground_truth``: see :mod:`retina_codec.recordings.nwb_ground_truth`.
 """
@@ -151,6 +151,10 @@ def _image_stack(images: Any, path: Path, field: str) -> np.ndarray:
         items = [order.data[i] for i in range(len(order.data))]
     else:
         items = list(images.images.values())
+        if len(items) > 1:  # NWB requires order_of_images when an IndexSeries points into Images
+            warnings.warn(f"{path}: {field}: Images has no order_of_images, so the order the indices refer to is "
+                          f"undefined; using the images in name order {[img.name for img in items]}",
+                          RuntimeWarning, stacklevel=2)
     arrays = []
     for img in items:
         a = np.asarray(img.data[:], dtype=np.float32)
@@ -237,9 +241,14 @@ class _FrameRange:
 
 
 def _units_responses(
-    nwbfile: NWBFile, path: Path, edges: np.ndarray, spans: list[tuple[float, float]], stim_name: str
+    nwbfile: NWBFile, path: Path, edges: np.ndarray, spans: list[tuple[float, float]], stim_name: str,
+    silent_ok: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """Spike counts ``(T, N)`` from the Units table (flat ``spike_times`` + index read once)."""
+    """Spike counts ``(T, N)`` from the Units table (flat ``spike_times`` + index read once).
+
+    ``silent_ok``: no spikes (in the file or during this stimulus) give zero counts instead of an error
+    (files that :func:`write_nwb` wrote from spike counts, where silence is data, not a time-base mistake).
+    """
     units = nwbfile.units
     if units is None or len(units.id) == 0:
         raise EmptyUnitsError(f"{path}: units: the Units table has no units")
@@ -248,17 +257,21 @@ def _units_responses(
     index_col = units["spike_times"]  # VectorIndex over the flat VectorData
     index = np.asarray(index_col.data[:], dtype=np.int64)
     times = np.asarray(index_col.target.data[:], dtype=np.float64)
-    if times.size == 0:
+    if times.size == 0 and not silent_ok:
         raise EmptyUnitsError(f"{path}: units/spike_times: the {len(index)} units have no spikes")
     if not np.all(np.isfinite(times)):
         raise TimestampError(f"{path}: units/spike_times: contains NaN or infinite spike times")
+    if np.any(np.diff(np.concatenate([[0], index])) < 0) or (len(index) and index[-1] != times.size):
+        raise ShapeMismatchError(f"{path}: units/spike_times_index: expected non-decreasing end offsets ending at "
+                                 f"the {times.size} spike times, found {index[:8].tolist()}"
+                                 f"{'...' if len(index) > 8 else ''} (last {int(index[-1])})")
     counts, n_out = bin_spikes(times, index, edges)
-    if counts.sum() == 0:
+    if counts.sum() == 0 and not silent_ok:
         raise NoOverlapError(
             f"{path}: units/spike_times: none of the {times.size} spikes ({times.min():.3f}-{times.max():.3f} s) "
             f"falls inside stimulus {stim_name!r} ({edges[0]:.3f}-{edges[-1]:.3f} s)"
         )
-    if n_out:
+    if n_out and times.size:
         inside_any = np.zeros(times.size, bool)
         for t0, t1 in spans:
             inside_any |= (times >= t0) & (times < t1)
@@ -391,9 +404,10 @@ def _meta(nwbfile: NWBFile, stim_name: str) -> dict[str, Any]:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in t["stimulus_name"].data[:]]
         if stim_name in names:
             i = names.index(stim_name)
-            for col in ("norm_mean", "norm_std"):
-                v = float(t[col].data[i])
-                out[col] = None if np.isnan(v) else v
+            for col in ("norm_mean", "norm_std", "frame_rate"):
+                if col in t.colnames:
+                    v = float(t[col].data[i])
+                    out[col] = None if np.isnan(v) else v
             u = t["response_unit"].data[i]
             out["response_unit"] = u.decode() if isinstance(u, bytes) else str(u)
     if "cells" in objs:
@@ -460,10 +474,13 @@ def _read(nwbfile: NWBFile, path: Path, stimulus: str | None, responses: str | N
     if n == 0:
         raise MissingStimulusError(f"{path}: {field}/data: the stimulus has no frames")
     frame_times, rate = _series_times(series, n, path, field)
+    meta = _meta(nwbfile, name)
+    if series.timestamps is not None and meta.get("frame_rate"):
+        rate = float(meta["frame_rate"])  # the written recording's rate (timestamps alone only give the median)
     if validate:
         _check_finite(frames, path, field)
     edges = frame_edges(frame_times, rate)
-    meta = _meta(nwbfile, name)
+    silent_ok = meta.get("response_unit") == "count"
 
     # ---- responses
     rate_cands = _rate_candidates(nwbfile)
@@ -474,7 +491,8 @@ def _read(nwbfile: NWBFile, path: Path, stimulus: str | None, responses: str | N
                        if (lambda sp: sp[0] < edges[-1] and sp[1] > edges[0])(_series_span(s))}
         if has_units:
             try:
-                counts, ids = _units_responses(nwbfile, path, edges, [_series_span(s) for s in cands.values()], name)
+                counts, ids = _units_responses(nwbfile, path, edges, [_series_span(s) for s in cands.values()], name,
+                                               silent_ok)
                 choice = "units"
             except (NoOverlapError, EmptyUnitsError):
                 if not overlapping:
@@ -495,7 +513,8 @@ def _read(nwbfile: NWBFile, path: Path, stimulus: str | None, responses: str | N
         choice = responses
     if choice == "units":
         if responses is not None:
-            counts, ids = _units_responses(nwbfile, path, edges, [_series_span(s) for s in cands.values()], name)
+            counts, ids = _units_responses(nwbfile, path, edges, [_series_span(s) for s in cands.values()], name,
+                                           silent_ok)
         values, unit = counts, "count"
     else:
         pool = dict(rate_cands)
@@ -791,6 +810,8 @@ def write_nwb(
                        data=[np.nan if r.norm_mean is None else float(r.norm_mean) for r in recs]),
             VectorData(name="norm_std", description="stimulus normalisation std (NaN: not computed)",
                        data=[np.nan if r.norm_std is None else float(r.norm_std) for r in recs]),
+            VectorData(name="frame_rate", description="frame rate in Hz (sets the last frame's duration when the "
+                       "stimulus has timestamps)", data=[float(r.frame_rate) for r in recs]),
         ],
     ))
     meta.add(DynamicTable(name="cells", description="the recorded cells, in response-column order", columns=[

@@ -10,6 +10,8 @@ import numpy as np
 
 from ..errors import (
     NonFiniteFramesError,
+    NonFiniteResponsesError,
+    RecordingError,
     ShapeMismatchError,
     TimestampError,
     UnknownIntervalError,
@@ -18,9 +20,15 @@ from .frames import ArrayFrames, as_frame_source
 from .ground_truth import GroundTruth
 from .windows import bin_chunks, first_valid_bin, history_windows, window_start
 
-__all__ = ["Recording", "WindowBatch", "SPLITS"]
+__all__ = ["Recording", "WindowBatch", "SPLITS", "RESPONSE_UNITS"]
 
 SPLITS = ("train", "validation", "test")
+RESPONSE_UNITS = ("count", "Hz")
+
+
+def _check_history(history: int) -> None:
+    if history < 1:
+        raise ValueError(f"history: expected at least 1 frame, found {history}")
 
 
 class WindowBatch(NamedTuple):
@@ -87,12 +95,21 @@ class Recording:
                 f"responses: expected shape ({t}, N) to match the stimulus's {t} frames, "
                 f"found {self.responses.shape}"
             )
+        if not np.all(np.isfinite(self.frame_times)):
+            bad = int(np.flatnonzero(~np.isfinite(self.frame_times))[0])
+            raise TimestampError(f"frame_times: frame {bad} has a NaN or infinite time ({self.frame_times[bad]!r})")
         if t > 1 and not np.all(np.diff(self.frame_times) > 0):
             bad = int(np.flatnonzero(np.diff(self.frame_times) <= 0)[0]) + 1
             raise TimestampError(
                 f"frame_times: must be strictly increasing; frame {bad} at {self.frame_times[bad]!r} s "
                 f"follows {self.frame_times[bad - 1]!r} s"
             )
+        if not np.all(np.isfinite(self.responses)):
+            b, c = (int(i) for i in np.argwhere(~np.isfinite(self.responses))[0])
+            raise NonFiniteResponsesError(f"responses: bin {b}, cell {c} is {self.responses[b, c]!r}; responses "
+                                          f"must be finite ({int((~np.isfinite(self.responses)).sum())} are not)")
+        if self.response_unit not in RESPONSE_UNITS:
+            raise RecordingError(f"response_unit: expected 'count' or 'Hz', found {self.response_unit!r}")
         if not (np.isfinite(self.frame_rate) and self.frame_rate > 0):
             raise TimestampError(f"frame_rate: expected a positive number of Hz, found {self.frame_rate!r}")
         self.frame_rate = float(self.frame_rate)
@@ -107,6 +124,8 @@ class Recording:
         ints = {}
         for name, iv in self.intervals.items():
             iv = np.asarray(iv, dtype=np.float64).reshape(-1, 2)
+            if not np.all(np.isfinite(iv)):
+                raise TimestampError(f"intervals[{name!r}]: every start and stop must be a finite time in seconds")
             if np.any(iv[:, 1] < iv[:, 0]):
                 raise TimestampError(f"intervals[{name!r}]: every stop must be >= its start")
             ints[str(name)] = iv
@@ -191,6 +210,7 @@ class Recording:
 
     def window_bins(self, split: str | None = None, history: int = 40, offset: int = 1) -> np.ndarray:
         """Bins of a split whose whole history window lies inside the movie."""
+        _check_history(history)
         bins = self.split_bins(split)
         # a negative offset looks ahead: the window must also end inside the movie
         return bins[(bins >= first_valid_bin(history, offset)) & (bins - offset < self.n_frames)]
@@ -236,6 +256,7 @@ class Recording:
         the ``B + history - 1`` frames loaded for the batch (z-scored with :meth:`normalization` when
         ``normalize``). ``bins`` overrides ``split`` with explicit (sorted) bin indices.
         """
+        _check_history(history)
         if bins is None:
             bins = self.window_bins(split, history, offset)
         else:
@@ -245,6 +266,11 @@ class Recording:
                     f"bins: bin {int(bins.min())} has no full {history}-frame history "
                     f"(first valid bin is {first_valid_bin(history, offset)})"
                 )
+            # the bin must exist (responses) and its window must end inside the movie (offset < 0 looks ahead)
+            last = self.n_frames - 1 + min(offset, 0)
+            if bins.size and bins.max() > last:
+                raise ValueError(f"bins: bin {int(bins.max())} has no full {history}-frame window inside the "
+                                 f"{self.n_frames}-frame movie with offset {offset} (last valid bin is {last})")
         mean, std = self.normalization() if normalize else (0.0, 1.0)
         for c, d in bin_chunks(bins, batch_size):
             f0 = window_start(c, history, offset)

@@ -106,5 +106,7 @@ class CausalFilter:
         self.state = np.zeros((len(self.kernel) - 1, n_channels))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[1] == 0:  # no channels (e.g. no LN cells): scipy refuses empty axes
+            return np.zeros(x.shape)
         y, self.state = lfilter(self.kernel, [1.0], x, axis=0, zi=self.state)
         return y

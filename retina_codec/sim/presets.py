@@ -96,4 +96,8 @@ def resolve_params(preset: str = "default", **overrides: Any) -> SimParams:
         raise ValueError(f"simulate_retina: unknown setting(s) {unknown}; known settings: {sorted(names)}")
     kw = {**PRESETS[preset], **overrides}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items()}
-    return replace(SimParams(), **kw)
+    p = replace(SimParams(), **kw)
+    if p.ln_history < p.bipolar_lags - 1:  # the LN filter (lags 1 .. bipolar_lags - 1) must fit its window
+        raise ValueError(f"ln_history: expected at least bipolar_lags - 1 = {p.bipolar_lags - 1} frames, "
+                         f"found {p.ln_history}")
+    return p
