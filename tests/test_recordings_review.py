@@ -195,3 +195,19 @@ def test_simulator_without_ln_cells_runs_and_has_empty_ln_ground_truth():
 def test_ln_history_too_short_for_the_kernels_is_refused_before_simulating():
     with pytest.raises(ValueError, match="ln_history"):
         resolve_params("small", ln_history=20)
+
+
+def test_select_cells_selects_the_ground_truth_of_the_same_cells():
+    nat, _ = simulate_retina("small", seed=1, quiet=True, **TINY)
+    gt = nat.ground_truth
+    ln1, on0 = nat.cell_ids.index("ln01"), nat.cell_ids.index("on00")
+    sub = nat.select_cells(["ln01", "on00"])
+    sgt = sub.ground_truth
+    assert sgt.true_rates.shape == sub.responses.shape
+    np.testing.assert_array_equal(sgt.true_rates, gt.true_rates[:, [ln1, on0]])
+    assert list(sgt.cell_types) == ["LN", "ON"]
+    np.testing.assert_array_equal(sgt.pooling_weights, gt.pooling_weights[[ln1, on0]])
+    np.testing.assert_array_equal(sgt.cell_centers, gt.cell_centers[[ln1, on0]])
+    np.testing.assert_array_equal(sgt.ln_cells, [0])
+    np.testing.assert_array_equal(sgt.ln_filters[0], gt.ln_filters[list(gt.ln_cells).index(ln1)])
+    np.testing.assert_array_equal(sgt.subunit_positions, gt.subunit_positions)

@@ -7,6 +7,7 @@ the default ``offset=1`` (the filter's last frame multiplies frame ``t - 1`` for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,24 @@ class GroundTruth:
         kw = {f: getattr(self, f) for f in self.__dataclass_fields__}
         for f in self.TIME_FIELDS:
             kw[f] = kw[f][start:stop]
+        return GroundTruth(**kw)
+
+    def select_cells(self, idx: Sequence[int]) -> GroundTruth:
+        """The same ground truth for the ganglion cells ``idx`` (in that order): ``true_rates`` columns,
+        per-cell rows, and the LN cells among them (``ln_cells`` re-indexed into ``idx``, with their
+        filters). Subunit and amacrine fields are shared."""
+        idx = np.asarray(idx, dtype=np.int64)
+        kw = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        n = np.asarray(self.true_rates).shape[1] if np.ndim(self.true_rates) == 2 else len(self.cell_types)
+        kw["true_rates"] = np.asarray(self.true_rates)[:, idx]
+        for f in ("cell_types", "cell_centers", "pooling_weights"):
+            if len(np.asarray(kw[f])) == n:
+                kw[f] = np.asarray(kw[f])[idx]
+        ln = [int(c) for c in np.asarray(self.ln_cells)]
+        keep = [(j, ln.index(int(c))) for j, c in enumerate(idx) if int(c) in ln]
+        kw["ln_cells"] = np.array([j for j, _ in keep], dtype=np.asarray(self.ln_cells).dtype)
+        if len(np.asarray(self.ln_filters)) == len(ln):
+            kw["ln_filters"] = np.asarray(self.ln_filters)[[k for _, k in keep]]
         return GroundTruth(**kw)
 
     def cells_of_type(self, cell_type: str) -> np.ndarray:

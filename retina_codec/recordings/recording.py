@@ -300,9 +300,10 @@ class Recording:
 
     # ---- selection ------------------------------------------------------------------------------
     def select_cells(self, cells: Sequence[int | str]) -> Recording:
-        """A recording with only some cells (by index or id); stimulus and intervals are shared."""
+        """A recording with only some cells (by index or id); stimulus and intervals are shared, the
+        ground truth's per-cell fields follow the selection."""
         idx = [self.cell_ids.index(c) if isinstance(c, str) else int(c) for c in cells]
-        gt = self.ground_truth
+        gt = self.ground_truth.select_cells(idx) if self.ground_truth is not None else None
         return Recording(
             stimulus=self.stimulus, frame_times=self.frame_times, frame_rate=self.frame_rate,
             responses=self.responses[:, idx], cell_ids=[self.cell_ids[i] for i in idx],
