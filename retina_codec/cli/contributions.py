@@ -63,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--autocast", action="store_true",
                    help="bf16 mixed precision for the passes (GPU speed; bf16 rounding shows in completeness)")
     p.add_argument("--no-resume", action="store_true", help="ignore a partial file from an interrupted run")
+    p.add_argument("--trust", action="store_true",
+                   help="allow a torch-deep-retina pickle that needs types outside the safe set (it can run code: "
+                        "only for a file from a source you trust)")
     p.set_defaults(func=run)
     return p
 
@@ -106,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..recordings.nwb import read_nwb
 
-    model = load_model(args.model)
+    model = load_model(args.model, trust=args.trust)
     rec = read_nwb(args.recording, stimulus=args.stimulus)
     split = None if args.split == "all" else args.split
     full_split = split

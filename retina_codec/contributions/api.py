@@ -15,7 +15,8 @@ from .hooks import prepared_model
 from .sources import InputSource, as_source
 from .targets import Target, make_target
 
-__all__ = ["contributions", "ContributionResult", "completeness_summary", "fit_reference", "resolve_batch_size"]
+__all__ = ["contributions", "ContributionResult", "completeness_summary", "fit_reference", "resolve_batch_size",
+           "per_sample_baseline"]
 
 
 def completeness_summary(error: np.ndarray, delta: np.ndarray) -> dict[str, float]:
@@ -101,6 +102,20 @@ def resolve_batch_size(engine: ContributionEngine, source: InputSource, batch_si
     return b
 
 
+def per_sample_baseline(baseline: Any, source: InputSource) -> torch.Tensor | None:
+    """A tensor baseline with one row per input sample ``(n, ...)`` (sliced chunk by chunk); ``None`` for a
+    scalar or one-sample baseline."""
+    if not isinstance(baseline, torch.Tensor):
+        return None
+    shape = source.sample_shape()
+    if baseline.ndim != len(shape) + 1 or baseline.shape[0] == 1:
+        return None
+    if source.n is not None and baseline.shape[0] != source.n:
+        raise ValueError(f"baseline: expected a scalar, one sample {tuple(shape)} or one per input sample "
+                         f"({source.n}, {', '.join(map(str, shape))}); found {tuple(baseline.shape)}")
+    return baseline
+
+
 def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target: Any = "sum",
                   method: str = "conductance", steps: int = 20, rule: str = "trapezoid",
                   baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
@@ -148,12 +163,15 @@ def contributions(model: nn.Module, inputs: Any, layers: list[str] | str, target
     parts: dict[str, list] = {n: [] for n in engine.layers}
     errs: dict[str, list] = {n: [] for n in engine.layers}
     fx, f0, bins = [], [], []
+    rows = per_sample_baseline(baseline, source)
+    pos = 0
     with engine:
         b = resolve_batch_size(engine, source, batch_size)
         total = None if source.n is None else -(-source.n // b)
         for idx, x in progress(source.iter_chunks(b), desc="contributions", total=total, quiet=quiet,
                                unit="chunk"):
-            r = engine.compute(x)
+            r = engine.compute(x) if rows is None else engine.compute(x, rows[pos:pos + len(x)])
+            pos += len(x)
             for n in engine.layers:
                 parts[n].append(r.contributions[n].cpu().numpy())
                 errs[n].append(r.error[n].cpu().numpy())

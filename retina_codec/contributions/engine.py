@@ -24,7 +24,7 @@ from ..models.fft_conv import fft_conv_swaps
 from ..models.fold_bn import batchnorm_folds
 from .hooks import capture_outputs, prepared_model, replace_outputs, resolve_module, swap_modules
 from .methods import Conductance, Method, make_method
-from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolate
+from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolate, stem_before_layers
 from .reductions import normalize_reduce, reduce_map, reduced_shape
 from .targets import Target, make_target
 
@@ -141,7 +141,10 @@ class ContributionEngine:
         self.reduce = normalize_reduce(reduce)
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype
-        self.stem: AffineStem | None = find_stem(model, None if stem == "auto" else (stem or ()))
+        # a hooked layer inside the stem must see its own output: the stem is cut before it (after it when
+        # it is one of the stem's modules), since a replayed stem only reproduces the stem's last output
+        self.stem: AffineStem | None = stem_before_layers(
+            find_stem(model, None if stem == "auto" else (stem or ())), self.layers)
         if fast_conv not in FAST_CONV:
             raise ValueError(f"fast_conv: expected one of {FAST_CONV}, found {fast_conv!r}")
         self.fast_conv = fast_conv
@@ -156,6 +159,7 @@ class ContributionEngine:
         self._swapped = False
         self._stack: contextlib.ExitStack | None = None
         self._s0_cache: tuple[tuple, torch.Tensor] | None = None
+        self._chunk_baseline = False
 
     # ---- context ---------------------------------------------------------------------------------
     def __enter__(self) -> ContributionEngine:
@@ -294,9 +298,9 @@ class ContributionEngine:
 
     # ---- core passes --------------------------------------------------------------------------------
     def _stem_baseline(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """stem(x₀), cached for a scalar / single-sample baseline."""
+        """stem(x₀), cached for a scalar / single-sample baseline (not for a per-chunk baseline)."""
         assert self.stem is not None
-        if x0.shape[0] == 1:
+        if x0.shape[0] == 1 and not self._chunk_baseline:
             key = (tuple(x.shape[1:]), x.dtype, x.device)
             if self._s0_cache is None or self._s0_cache[0] != key:
                 self._s0_cache = (key, self.stem(x0.expand(1, *x.shape[1:]).contiguous()))
@@ -367,23 +371,30 @@ class ContributionEngine:
             out0 = out0.expand(x.shape[0], *out0.shape[1:]).unsqueeze(0)
             return self._values(out0, out_x)[0]
 
-    def compute(self, x: torch.Tensor) -> ChunkResult:
-        """Contributions of every layer for the samples ``x (B, ...)``."""
+    def compute(self, x: torch.Tensor, baseline: torch.Tensor | None = None) -> ChunkResult:
+        """Contributions of every layer for the samples ``x (B, ...)``.
+
+        ``baseline``: this chunk's rows ``(B, ...)`` of a per-sample baseline (default: the engine's).
+        """
         self._require_open()
         x = to_device(x, self.device, self.run_dtype)
         try:
-            return self._compute(x)
+            return self._compute(x) if baseline is None else self._compute(x, baseline)
         except torch.cuda.OutOfMemoryError:
             if x.shape[0] < 2:
                 raise
         # the chunk did not fit in GPU memory: halve it (results are per sample, so this is exact)
         torch.cuda.empty_cache()
         half = x.shape[0] // 2
-        return ChunkResult.cat([self.compute(x[:half]), self.compute(x[half:])])
+        per_row = baseline is not None and baseline.ndim == x.ndim and baseline.shape[0] > 1
+        parts = [(x[:half], baseline[:half] if per_row else baseline),
+                 (x[half:], baseline[half:] if per_row else baseline)]
+        return ChunkResult.cat([self.compute(xx, bb) for xx, bb in parts])
 
-    def _compute(self, x: torch.Tensor) -> ChunkResult:
+    def _compute(self, x: torch.Tensor, baseline: torch.Tensor | None = None) -> ChunkResult:
         self._swap_fast_modules(x)
-        x0 = baseline_like(self.baseline, x)
+        self._chunk_baseline = baseline is not None
+        x0 = baseline_like(self.baseline if baseline is None else baseline, x)
         if self.stem is not None:
             self.stem.verify(x, x0)
         alphas_l = self.method.alphas()

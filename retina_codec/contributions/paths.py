@@ -20,7 +20,7 @@ from torch import nn
 
 from .hooks import Replay, resolve_module, swap_modules
 
-__all__ = ["AffineStem", "interpolate", "baseline_like", "dummy_input", "find_stem"]
+__all__ = ["AffineStem", "interpolate", "baseline_like", "dummy_input", "find_stem", "stem_before_layers"]
 
 
 def baseline_like(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -104,3 +104,23 @@ class AffineStem:
                 "affine chain"
             )
         self.verified = True
+
+
+def stem_before_layers(stem: AffineStem | None, layers: Sequence[str]) -> AffineStem | None:
+    """``stem`` cut so that every hooked layer still produces its own output along the path.
+
+    A replayed stem returns its *last* module's output at its first module and passes it through the
+    others, so a hooked stem module must end the stem, and a hooked sub-module of a stem module (never run
+    while its parent is replayed) must lie after it. ``None`` when nothing is left.
+    """
+    if stem is None:
+        return None
+    keep = len(stem.names)
+    for i, name in enumerate(stem.names):
+        if any(layer.startswith(name + ".") for layer in layers):
+            keep = min(keep, i)
+        elif name in layers:
+            keep = min(keep, i + 1)
+    if keep == len(stem.names):
+        return stem
+    return AffineStem(stem.model, stem.names[:keep]) if keep else None

@@ -35,9 +35,9 @@ from torch import nn
 
 from .._version import __version__
 from ..progress import progress
-from .api import completeness_summary, fit_reference, resolve_batch_size
+from .api import completeness_summary, fit_reference, per_sample_baseline, resolve_batch_size
 from .engine import ContributionEngine
-from .sources import InputSource, as_source
+from .sources import InputSource, TensorSource, as_source
 from .targets import make_target
 
 __all__ = ["write_contributions", "read_contributions", "model_hash", "partial_path", "shard_path"]
@@ -55,6 +55,25 @@ def model_hash(model: nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def tensor_hash(t: torch.Tensor) -> str:
+    """sha256 of a tensor's shape, dtype and values (hex)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)};".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _runs(chunks: list[int]) -> list[list[int]]:
+    """Consecutive runs of sorted chunk indices: ``[0, 1, 2, 5, 6]`` → ``[[0, 1, 2], [5, 6]]``."""
+    runs: list[list[int]] = []
+    for k in chunks:
+        if runs and runs[-1][-1] == k - 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return runs
 
 
 def partial_path(out: str | os.PathLike) -> Path:
@@ -193,7 +212,7 @@ def _merge_shards(shards: list[Path], out_partial: Path, layers: list[str]) -> N
 
 def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, layers: list[str] | str,
                         target: Any = "sum", method: str = "conductance", steps: int = 20,
-                        rule: str = "trapezoid", baseline: float = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
+                        rule: str = "trapezoid", baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
                         batch_size: int | str = "auto", device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, quiet: bool | None = None, split: str | None = "test",
                         history: int | None = None, reference: Any = None, resume: bool = True,
@@ -232,6 +251,7 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
     if getattr(tgt, "mu", None) is not None and getattr(tgt, "precision", None) is not None:
         extra = {"target/mu": tgt.mu, "target/cov": tgt.cov, "target/precision": tgt.precision}
     mhash = model_hash(model)
+    rows = per_sample_baseline(baseline, source)
     with engine:
         chunk = ctx.broadcast(resolve_batch_size(engine, source, batch_size) if ctx.rank == 0 else None)
         shapes = engine.output_shapes(source.sample_shape())
@@ -241,7 +261,10 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
         file_attrs = {
             "method": settings["method"], "rule": settings["rule"], "steps": settings["steps"],
             "target": _json(settings["target"]), "layers": _json(settings["layers"]),
-            "reduction": _json(settings["reduction"]), "baseline": str(settings["baseline"]),
+            "reduction": _json(settings["reduction"]),
+            # a tensor baseline is recorded by shape and content hash (and so enters the resume signature)
+            "baseline": str(settings["baseline"]) if not isinstance(baseline, torch.Tensor) else
+            f"tensor {list(baseline.shape)} sha256 {tensor_hash(baseline)}",
             "affine_stem": _json(settings["affine_stem"]), "model_hash": mhash,
             "package_version": str(__version__), "torch_version": str(torch.__version__),
             "source": _json(source.description), "n_samples": source.n, "dtype": str(np_dtype),
@@ -249,6 +272,8 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
         }
         for k, v in (attrs or {}).items():
             file_attrs[k] = v if isinstance(v, (int, float, str, np.number)) else _json(v)
+        if isinstance(source, TensorSource):  # a resumed run must explain the same samples
+            file_attrs["input_sha256"] = tensor_hash(source.x)
         sig_doc = {k: v for k, v in file_attrs.items() if k not in ("started",)}
         sig_doc["target_moments"] = hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes()
                                                             for v in extra.values())).hexdigest()
@@ -263,13 +288,23 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
             new = 0
             bar = progress(total=len(todo), desc=f"contributions{'' if ctx.world == 1 else f' rank {ctx.rank}'}",
                            quiet=quiet, unit="chunk")
-            for k in todo:
+            # one pass over each run of consecutive chunks: a DataLoader is read once, not once per chunk
+            for run in _runs(todo):
                 if max_chunks is not None and new >= max_chunks:
                     break
-                ((bins, x),) = list(source.iter_chunks(chunk, k * chunk, min(source.n, (k + 1) * chunk)))
-                writer.write(k, bins, engine.compute(x))
-                new += 1
-                bar.update(1)
+                chunks = source.iter_chunks(chunk, run[0] * chunk, min(source.n, (run[-1] + 1) * chunk))
+                for k in run:
+                    if max_chunks is not None and new >= max_chunks:
+                        break
+                    bins, x = next(chunks, (None, None))
+                    if x is None:
+                        raise ValueError(f"inputs: expected {source.n} samples; the input ended before chunk {k} "
+                                         f"(samples {k * chunk}…)")
+                    a = k * chunk
+                    result = engine.compute(x) if rows is None else engine.compute(x, rows[a:a + len(x)])
+                    writer.write(k, bins, result)
+                    new += 1
+                    bar.update(1)
             bar.close()
             finished = new == len(todo)
         finally:

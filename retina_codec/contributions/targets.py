@@ -53,10 +53,17 @@ class Target:
         return f"{type(self).__name__}({json.dumps(self.describe())})"
 
 
-def _cells_dim(outputs: torch.Tensor) -> torch.Tensor:
+def _cells_dim(outputs: torch.Tensor, indices: Sequence[int] = ()) -> torch.Tensor:
     if outputs.ndim != 3:
         raise ValueError(f"cell targets expect model outputs (B, n_cells); found per-step shape {tuple(outputs.shape[1:])}")
+    _check_cells(indices, outputs.shape[-1])
     return outputs
+
+
+def _check_cells(indices: Sequence[int], n: int) -> None:
+    bad = [i for i in indices if not -n <= i < n]
+    if bad:
+        raise ValueError(f"target: cell index {bad[0]} out of range; the model has {n} cells (indices 0…{n - 1})")
 
 
 class CellTarget(Target):
@@ -68,7 +75,7 @@ class CellTarget(Target):
         self.index = int(index)
 
     def __call__(self, outputs: torch.Tensor, out_x: torch.Tensor) -> torch.Tensor:
-        return _cells_dim(outputs)[..., self.index]
+        return _cells_dim(outputs, [self.index])[..., self.index]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "cell": self.index}
@@ -90,7 +97,7 @@ class CellsTarget(Target):
         return len(self.indices)
 
     def __call__(self, outputs: torch.Tensor, out_x: torch.Tensor) -> torch.Tensor:
-        return _cells_dim(outputs)[..., self.indices]
+        return _cells_dim(outputs, self.indices)[..., self.indices]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "cells": self.indices}
@@ -106,6 +113,7 @@ class SumTarget(Target):
 
     def __call__(self, outputs: torch.Tensor, out_x: torch.Tensor) -> torch.Tensor:
         out = outputs.flatten(2)
+        _check_cells(self.indices or (), out.shape[-1])
         return (out if self.indices is None else out[..., self.indices]).sum(-1)
 
     def describe(self) -> dict[str, Any]:
@@ -189,6 +197,8 @@ class SurprisalTarget(Target):
 def _top_classes(out_x: torch.Tensor, k: int) -> torch.Tensor:
     if out_x.ndim != 2:
         raise ValueError(f"class targets expect logits (B, n_classes); found {tuple(out_x.shape)}")
+    if out_x.shape[-1] < k:
+        raise ValueError(f"class target: needs at least {k} classes; the model has {out_x.shape[-1]}")
     return out_x.topk(k, dim=-1).indices  # (B, k)
 
 
@@ -284,7 +294,7 @@ def make_target(spec: object) -> Target:
         return spec
     if isinstance(spec, (bool, np.bool_)):
         raise ValueError(f"target: expected a cell index, list of cells, name or callable; found {spec!r}")
-    if isinstance(spec, (int, np.integer)):
+    if isinstance(spec, (int, np.integer)) or (isinstance(spec, (np.ndarray, torch.Tensor)) and spec.ndim == 0):
         return CellTarget(int(spec))
     if isinstance(spec, str):
         key = spec.strip().lower()
