@@ -166,3 +166,15 @@ def test_cli_trust_flag_loads_a_torch_deep_retina_pickle_that_needs_it(tmp_path,
     assert main([*args, "--out", str(tmp_path / "yes.h5"), "--trust"]) == 0
     with h5py.File(tmp_path / "yes.h5", "r") as f:
         assert f["contributions/conv1"].shape[1] == 16
+
+
+@pytest.mark.parametrize("method", ["conductance", "act_grad"])
+def test_func_batched_backward_with_a_hooked_stem_layer_equals_autograd(bncnn, method):
+    x = _x(2, 5)
+    layers = ["conv1.bn", "conv1.conv", "conv2"]
+    a = contributions(bncnn, x, layers, target=[0, 2], method=method, steps=3, reduce=None, quiet=True,
+                      batched_backward="func")
+    b = contributions(bncnn, x, layers, target=[0, 2], method=method, steps=3, reduce=None, quiet=True,
+                      batched_backward="autograd")
+    for layer in layers:
+        np.testing.assert_allclose(a[layer], b[layer], rtol=1e-10, atol=1e-14)

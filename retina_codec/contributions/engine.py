@@ -429,8 +429,10 @@ class ContributionEngine:
                     return acts[name]
                 return fn
 
-            with replace_outputs(self.model, {n: add(n, e) for n, e in zip(self.layers, perturbations)}):
-                out = self._forward_path(x, x0, alphas, None)
+            # hooked inside _forward_path, after the stem is swapped for its replay: a hooked stem module is
+            # then the module that runs along the path, not the original run once on x
+            out = self._forward_path(x, x0, alphas, None,
+                                     {n: add(n, e) for n, e in zip(self.layers, perturbations)})
             values = self._values(out, out[i1].detach())
             return values, (out.detach(), [acts[n].detach() for n in self.layers])
 
