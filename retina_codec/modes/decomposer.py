@@ -60,15 +60,20 @@ def make_sae(kind: str, n_features: int, n_latents: int, *, k: int = 8, threshol
              l1: float | None = None, hidden_size: int | None = None, **options: Any) -> SparseAutoencoder:
     """Build an untrained SAE of ``kind`` (one of :data:`KINDS`); ``options`` go to its constructor."""
     l1 = _DEFAULT_L1.get(kind, 0.0) if l1 is None else l1
-    if kind == "codec":
-        return CodecSAE(n_features, n_latents, hidden_size, threshold=threshold, l1=l1, **options)
-    if kind == "topk":
-        return TopKSAE(n_features, n_latents, k, **options)
-    if kind == "batchtopk":
-        return BatchTopKSAE(n_features, n_latents, k, **options)
-    if kind == "relu":
-        return ReLUSAE(n_features, n_latents, l1=l1, **options)
-    raise ModesError(f"kind: expected one of {KINDS}; found {kind!r}")
+    builders = {
+        "codec": lambda: CodecSAE(n_features, n_latents, hidden_size, threshold=threshold, l1=l1, **options),
+        "topk": lambda: TopKSAE(n_features, n_latents, k, **options),
+        "batchtopk": lambda: BatchTopKSAE(n_features, n_latents, k, **options),
+        "relu": lambda: ReLUSAE(n_features, n_latents, l1=l1, **options),
+    }
+    if kind not in builders:
+        raise ModesError(f"kind: expected one of {KINDS}; found {kind!r}")
+    try:
+        return builders[kind]()
+    except ModesError:
+        raise
+    except (TypeError, ValueError) as err:  # invalid k, threshold, options: one ModesError (CLI: one line)
+        raise ModesError(f"{kind} SAE settings (n_features={n_features}, n_latents={n_latents}): {err}") from None
 
 
 class ModeDecomposer(TransformerMixin, BaseEstimator):
@@ -88,7 +93,8 @@ class ModeDecomposer(TransformerMixin, BaseEstimator):
     device, precision : ``"auto"`` uses CUDA and bf16 when present.
     random_state : seed; the same seed gives identical atoms on the same device.
     quiet : silence the progress bar (``None``: environment default).
-    sae_options : extra keyword arguments for the SAE (e.g. ``{"gate": "detached"}`` for the CODEC SAE).
+    sae_options : extra keyword arguments for the SAE (e.g. ``{"init_active_fraction": None}`` for the CODEC
+        SAE's faithful initialisation, ``{"aux_k": 16}`` for TopK).
 
     Attributes (set by ``fit``)
     ---------------------------
@@ -133,6 +139,12 @@ class ModeDecomposer(TransformerMixin, BaseEstimator):
             raise ModesError(f"n_modes: expected a positive integer or None; found {self.n_modes}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ModesError(f"validation_fraction: expected a value in [0, 1); found {self.validation_fraction}")
+        if int(self.batch_size) < 1:
+            raise ModesError(f"batch_size: expected a positive integer; found {self.batch_size}")
+        if int(self.max_epochs) < 0:
+            raise ModesError(f"max_epochs: expected a non-negative integer; found {self.max_epochs}")
+        if not float(self.learning_rate) > 0.0:
+            raise ModesError(f"learning_rate: expected a positive number; found {self.learning_rate}")
 
     def _scaled(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy((x - self.mean_) / self.scale_)
@@ -161,6 +173,9 @@ class ModeDecomposer(TransformerMixin, BaseEstimator):
             xt = x
         else:
             n_val = int(round(self.validation_fraction * n))
+            if n_val >= n:
+                raise ModesError(f"validation_fraction: {self.validation_fraction} of {n} samples holds out all "
+                                 f"{n_val}, leaving no training samples; expected a smaller fraction or more rows")
             perm = rng.permutation(n)
             xv, xt = x[perm[:n_val]], x[perm[n_val:]]
         self.n_features_in_ = d

@@ -29,7 +29,12 @@ def explained_variance(x: np.ndarray | torch.Tensor, x_hat: np.ndarray | torch.T
     mu = x.mean(axis=0).astype(np.float64)
     x = x.astype(np.float64)
     x_hat = _np(x_hat).astype(np.float64)
-    residual = np.square(x - np.broadcast_to(x_hat, x.shape)).sum()
+    try:
+        x_hat = np.broadcast_to(x_hat, x.shape)
+    except ValueError:
+        raise ValueError(f"x_hat: expected shape {x.shape} (or broadcastable, e.g. ({x.shape[1]},)) to match x; "
+                         f"found {x_hat.shape}") from None
+    residual = np.square(x - x_hat).sum()
     total = np.square(x - np.broadcast_to(mu, x.shape)).sum()
     if total == 0.0:
         return 1.0 if residual == 0.0 else float("-inf")

@@ -174,7 +174,8 @@ def write_modes(path: str | os.PathLike, decomposer: ModeDecomposer, loadings: n
         ds = f.create_dataset("bins", data=bins)
         ds.attrs["description"] = "bin index of each loadings row (from the contribution store's /bins)"
         names = [f"mode{i}" for i in range(k)]
-        f.create_dataset("mode_names", data=np.array(names, dtype=h5py.string_dtype()))
+        ds = f.create_dataset("mode_names", data=np.array(names, dtype=h5py.string_dtype()))
+        ds.attrs["description"] = "name of each mode (row of atoms, column of loadings)"
         ds = f.create_dataset("latent_index", data=np.flatnonzero(decomposer.alive_).astype(np.int64))
         ds.attrs["description"] = "index of each mode among the SAE's latents (the others never fired)"
         f.create_dataset("intercept", data=decomposer.intercept_).attrs["description"] = "reconstruction offset (d,)"
@@ -182,7 +183,8 @@ def write_modes(path: str | os.PathLike, decomposer: ModeDecomposer, loadings: n
         g = f.create_group("sae")
         g.attrs["description"] = "state dict of the trained SAE (float32)"
         for name, t in decomposer.sae_.state_dict().items():
-            g.create_dataset(name, data=t.detach().cpu().numpy())
+            g.create_dataset(name, data=t.detach().cpu().numpy()).attrs["description"] = \
+                f"SAE state-dict entry {name!r} (load_decomposer rebuilds the SAE from these)"
     return path
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import ModesError
 from ..progress import progress
 from .base import SparseAutoencoder
 
@@ -79,16 +80,22 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU."""
+    """``"auto"`` → CUDA when available, else CPU; ``ModesError`` for unknown names or CUDA without a GPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModesError(f"device: expected 'auto', 'cpu' or 'cuda[:N]'; found {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModesError(f"device: {str(device)!r} requested but CUDA is not available here; use 'auto' or 'cpu'")
+    return dev
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype: bf16 on CUDA for ``"auto"``/``"bfloat16"``, none (float32) otherwise."""
     if precision not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16'; got {precision!r}")
+        raise ModesError(f"precision: expected 'auto', 'float32' or 'bfloat16'; found {precision!r}")
     if precision == "float32":
         return None
     if device.type == "cuda":
