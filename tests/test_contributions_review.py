@@ -178,3 +178,25 @@ def test_func_batched_backward_with_a_hooked_stem_layer_equals_autograd(bncnn, m
                       batched_backward="autograd")
     for layer in layers:
         np.testing.assert_allclose(a[layer], b[layer], rtol=1e-10, atol=1e-14)
+
+
+def test_an_auto_batch_size_resume_keeps_the_chunks_of_the_partial_file(tmp_path, monkeypatch):
+    model, x = small_bncnn(n_cells=3), torch.randn(30, 6, 14, 14, generator=torch.Generator().manual_seed(6))
+    out = tmp_path / "c.h5"
+    kw = dict(target=0, steps=2, batch_size="auto", quiet=True)
+    monkeypatch.setenv("RETINA_CODEC_MEMORY_BUDGET", "2e6")  # the memory free when the run started
+    write_contributions(model, x, out, ["conv2"], max_chunks=2, **kw)
+    with h5py.File(str(out) + ".partial", "r") as f:
+        chunk = int(f.attrs["chunk_size"])
+        assert f["progress/chunk_done"][...].sum() == 2
+    monkeypatch.setenv("RETINA_CODEC_MEMORY_BUDGET", "5e6")  # more free memory when it is resumed
+    computed = []
+    from retina_codec.contributions.engine import ContributionEngine
+
+    orig = ContributionEngine.compute
+    monkeypatch.setattr(ContributionEngine, "compute", lambda self, xx, *a: computed.append(len(xx)) or orig(self, xx, *a))
+    write_contributions(model, x, out, ["conv2"], **kw)
+    assert sum(computed) == len(x) - 2 * chunk  # only the missing chunks, cut as before
+    with h5py.File(out, "r") as f:
+        assert int(f.attrs["chunk_size"]) == chunk
+        np.testing.assert_array_equal(f["bins"][...], np.arange(len(x)))

@@ -76,6 +76,19 @@ def _runs(chunks: list[int]) -> list[list[int]]:
     return runs
 
 
+def _partial_chunk(path: Path, signature: str) -> int | None:
+    """The chunk size of a partial file written with the same settings (``None`` when there is none)."""
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("run_signature") == signature:
+                return int(f.attrs["chunk_size"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return None
+
+
 def partial_path(out: str | os.PathLike) -> Path:
     """The name a single-process run writes to before the final rename."""
     out = Path(out)
@@ -278,9 +291,12 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
         sig_doc["target_moments"] = hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes()
                                                             for v in extra.values())).hexdigest()
         signature = hashlib.sha256(_json(sig_doc).encode()).hexdigest()
+        path = partial_path(out) if ctx.world == 1 else shard_path(out, ctx.rank, ctx.world)
+        if resume and batch_size in ("auto", None):
+            # "auto" follows the memory free at the start: a resumed run keeps the partial file's chunks
+            chunk = ctx.broadcast((_partial_chunk(path, signature) or chunk) if ctx.rank == 0 else None)
         n_chunks = -(-source.n // chunk)
         mine = np.array_split(np.arange(n_chunks), ctx.world)[ctx.rank]
-        path = partial_path(out) if ctx.world == 1 else shard_path(out, ctx.rank, ctx.world)
         writer = _Writer(path, signature, file_attrs, source.n, chunk, shapes, value_shape, np_dtype, extra, resume)
         try:
             done = writer.done_mask()
