@@ -141,5 +141,8 @@ def format_description(desc: dict[str, Any]) -> str:
             lines.append("  splits: " + "; ".join(parts))
         else:
             lines.append("  splits: none")
+        starts = rec.get("segment_starts", [0])
+        if len(starts) > 1:
+            lines.append(f"  movie segments: {len(starts)}, starting at frames {', '.join(map(str, starts))}")
         lines.append(f"  ground truth: {'yes' if rec['has_ground_truth'] else 'no'}")
     return "\n".join(lines)

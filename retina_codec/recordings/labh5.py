@@ -3,7 +3,8 @@
 Layout: groups ``train`` and ``test``, each with ``time`` (T,) seconds, ``stimulus`` (T, H, W) (50x50),
 ``response/firing_rate_10ms`` (N, T) Hz and ``response/binned`` (N, T) spike counts; frames at 100 Hz.
 The test movie is played after the train movie: one :class:`Recording` holds both (lazy frames), with
-intervals ``train`` / ``validation`` (the end of the train movie) / ``test``.
+intervals ``train`` / ``validation`` (the end of the train movie) / ``test`` and two movie segments
+(``segment_starts = [0, n_train]``), so no history window of a test bin reaches back into the train movie.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def read_lab_h5(
     validate : scan float frames for NaN / inf.
 
     The test times are shifted to follow the train movie when they overlap it (recorded in
-    ``provenance["test_time_shift_s"]``). The file stays open: ``recording.close()`` or ``with``.
+    ``provenance["test_time_shift_s"]``). The two movies are separate segments (``segment_starts``): like
+    torch-deep-retina, the first ``history`` bins of the test movie have no window. The file stays open:
+    ``recording.close()`` or ``with``.
     """
     path = Path(path)
     if response not in LAB_RESPONSES:
@@ -147,6 +150,7 @@ def _read(f: h5py.File, path: Path, response: str, stimulus_name: str | None, va
             responses=np.concatenate([train_r, test_r]),
             cell_ids=[str(i) for i in range(train_r.shape[1])],
             intervals=intervals,
+            segment_starts=[0, n_train],
             response_unit=LAB_RESPONSES[response],
             stimulus_name=stimulus_name or path.stem,
             provenance={"source_file": str(path), "format": "baccus-lab-h5", "response": response,

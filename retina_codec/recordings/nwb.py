@@ -9,7 +9,8 @@ stimulus series and spikes or rates reads too):
 - ``units``: spike counts as spike times (k spikes of bin t at ``start_t + (j + 0.5) / k * width_t``),
   column ``cell_id``; rates (``response_unit="Hz"``) go to ``processing/responses/rates_<stimulus>``.
 - ``epochs``: one row per split interval, tags ``[split, stimulus_name]``.
-- ``processing/retina_codec``: ``recordings`` (stimulus_name, response_unit, norm_mean, norm_std, frame_rate),
+- ``processing/retina_codec``: ``recordings`` (stimulus_name, response_unit, norm_mean, norm_std, frame_rate,
+  segment_starts: ragged frame indices where a separately presented movie starts; absent = one movie),
   ``cells`` (cell_id), ``provenance_<stimulus>`` (JSON key/value rows).
 - ``processing/ground_truth``: see :mod:`retina_codec.recordings.nwb_ground_truth`.
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from hdmf.backends.hdf5 import H5DataIO
-from hdmf.common import DynamicTable, VectorData
+from hdmf.common import DynamicTable, VectorData, VectorIndex
 from hdmf.data_utils import GenericDataChunkIterator
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.file import Subject
@@ -410,6 +411,8 @@ def _meta(nwbfile: NWBFile, stim_name: str) -> dict[str, Any]:
                     out[col] = None if np.isnan(v) else v
             u = t["response_unit"].data[i]
             out["response_unit"] = u.decode() if isinstance(u, bytes) else str(u)
+            if "segment_starts" in t.colnames:
+                out["segment_starts"] = np.asarray(t["segment_starts"][i], dtype=np.int64)
     if "cells" in objs:
         out["cell_ids"] = [c.decode() if isinstance(c, bytes) else str(c) for c in objs["cells"]["cell_id"].data[:]]
     if f"provenance_{stim_name}" in objs:
@@ -537,6 +540,10 @@ def _read(nwbfile: NWBFile, path: Path, stimulus: str | None, responses: str | N
         frames = _FrameRange(frames, start, stop)
         values = values[start:stop]
         frame_times = frame_times[start:stop]
+    segment_starts = meta.get("segment_starts", np.zeros(1, np.int64))
+    if (start, stop) != (0, n):  # the segment holding the new first frame starts at 0; later ones shift
+        kept = segment_starts[(segment_starts > start) & (segment_starts < stop)]
+        segment_starts = np.concatenate([[0], kept - start])
     t0, t1 = float(frame_times[0]), float(frame_times[-1] + 1.0 / rate)
 
     # ---- intervals
@@ -565,7 +572,7 @@ def _read(nwbfile: NWBFile, path: Path, stimulus: str | None, responses: str | N
             stimulus=frames, frame_times=frame_times, frame_rate=rate, responses=values, cell_ids=ids,
             intervals=intervals, response_unit=unit, stimulus_name=name,
             norm_mean=meta.get("norm_mean"), norm_std=meta.get("norm_std"), provenance=provenance,
-            ground_truth=gt,
+            ground_truth=gt, segment_starts=segment_starts,
         )
     except RecordingError as err:
         raise type(err)(f"{path}: {err}") from err
@@ -799,6 +806,11 @@ def write_nwb(
         nwbfile.units = units
     for a, b, tags in sorted(epochs, key=lambda e: (e[0], e[1])):
         nwbfile.add_epoch(start_time=a, stop_time=b, tags=tags)
+    seg_starts = VectorData(name="segment_starts", description="frame indices where a separately presented movie "
+                            "starts (history windows never span two); [0]: one continuous movie",
+                            data=[int(s) for r in recs for s in r.segment_starts])
+    seg_index = VectorIndex(name="segment_starts_index", target=seg_starts,
+                            data=[int(i) for i in np.cumsum([len(r.segment_starts) for r in recs])])
     meta.add(DynamicTable(
         name="recordings", description="one row per stimulus series",
         columns=[
@@ -812,6 +824,7 @@ def write_nwb(
                        data=[np.nan if r.norm_std is None else float(r.norm_std) for r in recs]),
             VectorData(name="frame_rate", description="frame rate in Hz (sets the last frame's duration when the "
                        "stimulus has timestamps)", data=[float(r.frame_rate) for r in recs]),
+            seg_starts, seg_index,
         ],
     ))
     meta.add(DynamicTable(name="cells", description="the recorded cells, in response-column order", columns=[

@@ -31,6 +31,26 @@ def _check_history(history: int) -> None:
         raise ValueError(f"history: expected at least 1 frame, found {history}")
 
 
+def _checked_segment_starts(starts: Any, n_frames: int) -> np.ndarray:
+    """``segment_starts`` as a (k,) int64 array: integers, first 0, strictly increasing, all < ``n_frames``."""
+    a = np.asarray(starts)
+    if a.ndim != 1 or a.size == 0:
+        raise RecordingError(f"segment_starts: expected a non-empty list of frame indices, found shape {a.shape}")
+    if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        a = a.astype(np.int64)
+    if a.dtype.kind not in "iu":
+        raise RecordingError(f"segment_starts: expected integer frame indices, found {a.tolist()!r}")
+    a = a.astype(np.int64)
+    if a[0] != 0:
+        raise RecordingError(f"segment_starts: the first segment must start at frame 0, found {int(a[0])}")
+    if np.any(np.diff(a) <= 0):
+        raise RecordingError(f"segment_starts: must be strictly increasing, found {a.tolist()}")
+    if a[-1] >= max(n_frames, 1):
+        raise RecordingError(f"segment_starts: frame {int(a[-1])} is past the movie's last frame "
+                             f"{n_frames - 1} (every segment needs at least one frame)")
+    return a
+
+
 class WindowBatch(NamedTuple):
     """A batch of history windows: ``bins (B,)``, ``stimulus (B, h, H, W)`` float32, ``responses (B, N)``."""
 
@@ -62,6 +82,10 @@ class Recording:
     ground_truth : :class:`GroundTruth` for simulated recordings, else ``None``.
     resources : open files behind lazy data (e.g. the ``NWBHDF5IO`` of :func:`read_nwb`); kept alive
         with the recording and released by :meth:`close` (or leaving a ``with`` block).
+    segment_starts : (k,) int64, sorted frame indices where a separately presented movie starts (e.g. the
+        lab's train and test movies joined into one frame source); ``[0]`` (default) is one continuous
+        movie. A history window never spans two segments: :meth:`window_bins` keeps a bin only when its
+        whole window lies in the segment holding the bin, so the first bins of every segment are dropped.
     """
 
     stimulus: Any
@@ -77,6 +101,7 @@ class Recording:
     provenance: dict[str, Any] = field(default_factory=dict)
     ground_truth: GroundTruth | None = None
     resources: list[Any] = field(default_factory=list, repr=False)
+    segment_starts: Sequence[int] | np.ndarray = (0,)
 
     def __post_init__(self) -> None:
         self.stimulus = as_frame_source(self.stimulus)
@@ -130,6 +155,7 @@ class Recording:
                 raise TimestampError(f"intervals[{name!r}]: every stop must be >= its start")
             ints[str(name)] = iv
         self.intervals = ints
+        self.segment_starts = _checked_segment_starts(self.segment_starts, t)
         if isinstance(self.stimulus, ArrayFrames) and self.stimulus.data.dtype.kind == "f":
             if not np.all(np.isfinite(self.stimulus.data)):
                 bad = int(np.flatnonzero(~np.isfinite(self.stimulus.data).reshape(t, -1).all(1))[0])
@@ -162,6 +188,24 @@ class Recording:
     def frame_shape(self) -> tuple[int, int]:
         """``(H, W)`` of one frame in pixels."""
         return tuple(self.stimulus.shape[1:])
+
+    @property
+    def segments(self) -> np.ndarray:
+        """``(k, 2)`` int64 frame ranges ``[start, stop)`` of the separately presented movies."""
+        return np.stack([self.segment_starts, np.append(self.segment_starts[1:], self.n_frames)], axis=1)
+
+    def segment_of(self, bins: np.ndarray) -> np.ndarray:
+        """Index of the segment holding each bin (bins ``(B,)`` in ``[0, T)``)."""
+        return np.searchsorted(self.segment_starts, np.asarray(bins, dtype=np.int64), side="right") - 1
+
+    def _window_inside(self, bins: np.ndarray, history: int, offset: int) -> np.ndarray:
+        """Mask ``(B,)``: bin t exists and its window (frames ``t-h-offset+1 … t-offset``) lies inside the
+        segment holding bin t (with one segment: inside the movie)."""
+        bins = np.asarray(bins, dtype=np.int64)
+        seg = self.segments
+        k = np.clip(self.segment_of(bins), 0, len(seg) - 1)
+        return ((bins >= 0) & (bins < self.n_frames) & (window_start(bins, history, offset) >= seg[k, 0])
+                & (bins - offset < seg[k, 1]))
 
     @property
     def duration(self) -> float:
@@ -209,11 +253,12 @@ class Recording:
         return name
 
     def window_bins(self, split: str | None = None, history: int = 40, offset: int = 1) -> np.ndarray:
-        """Bins of a split whose whole history window lies inside the movie."""
+        """Bins of a split whose whole history window lies inside the movie segment holding the bin
+        (:attr:`segment_starts`): the first ``history + offset - 1`` bins of each segment are dropped, and
+        with a negative offset (look-ahead) also the last ``-offset`` bins of each."""
         _check_history(history)
         bins = self.split_bins(split)
-        # a negative offset looks ahead: the window must also end inside the movie
-        return bins[(bins >= first_valid_bin(history, offset)) & (bins - offset < self.n_frames)]
+        return bins[self._window_inside(bins, history, offset)]
 
     # ---- normalisation --------------------------------------------------------------------------
     def normalization(self, split: str | None = "train", chunk: int = 4096) -> tuple[float, float]:
@@ -254,7 +299,8 @@ class Recording:
 
         Yields :class:`WindowBatch` with ``stimulus`` a strided view ``(B, history, H, W)`` float32 over
         the ``B + history - 1`` frames loaded for the batch (z-scored with :meth:`normalization` when
-        ``normalize``). ``bins`` overrides ``split`` with explicit (sorted) bin indices.
+        ``normalize``). ``bins`` overrides ``split`` with explicit (sorted) bin indices; each bin's window must lie
+        in its movie segment (as :meth:`window_bins` gives them), else a ``ValueError``.
         """
         _check_history(history)
         if bins is None:
@@ -271,6 +317,13 @@ class Recording:
             if bins.size and bins.max() > last:
                 raise ValueError(f"bins: bin {int(bins.max())} has no full {history}-frame window inside the "
                                  f"{self.n_frames}-frame movie with offset {offset} (last valid bin is {last})")
+            inside = self._window_inside(bins, history, offset)
+            if not inside.all():
+                b = int(bins[~inside][0])
+                a, e = (int(x) for x in self.segments[self.segment_of([b])[0]])
+                raise ValueError(f"bins: the {history}-frame window of bin {b} (frames "
+                                 f"{window_start(b, history, offset)}..{b - offset}, offset {offset}) leaves its "
+                                 f"movie segment (frames {a}..{e - 1}); window_bins() gives the valid bins")
         mean, std = self.normalization() if normalize else (0.0, 1.0)
         for c, d in bin_chunks(bins, batch_size):
             f0 = window_start(c, history, offset)
@@ -290,7 +343,8 @@ class Recording:
         bins = self.window_bins(split, history, offset)
         runs = list(bin_chunks(bins, max(len(bins), 1)))  # chunks as long as the split: its runs
         if len(runs) > 1:
-            raise ValueError(f"split {split!r} is not contiguous ({len(runs)} runs); use iter_windows()")
+            seg = f", {len(self.segment_starts)} movie segments" if len(self.segment_starts) > 1 else ""
+            raise ValueError(f"split {split!r} is not contiguous ({len(runs)} runs{seg}); use iter_windows()")
         batches = list(self.iter_windows(bins=bins, history=history, offset=offset,
                                          batch_size=max(len(bins), 1), normalize=normalize))
         if not batches:
@@ -300,8 +354,8 @@ class Recording:
 
     # ---- selection ------------------------------------------------------------------------------
     def select_cells(self, cells: Sequence[int | str]) -> Recording:
-        """A recording with only some cells (by index or id); stimulus and intervals are shared, the
-        ground truth's per-cell fields follow the selection."""
+        """A recording with only some cells (by index or id); stimulus, intervals and segments are shared,
+        the ground truth's per-cell fields follow the selection."""
         idx = [self.cell_ids.index(c) if isinstance(c, str) else int(c) for c in cells]
         gt = self.ground_truth.select_cells(idx) if self.ground_truth is not None else None
         return Recording(
@@ -309,11 +363,12 @@ class Recording:
             responses=self.responses[:, idx], cell_ids=[self.cell_ids[i] for i in idx],
             intervals=self.intervals, response_unit=self.response_unit, stimulus_name=self.stimulus_name,
             norm_mean=self.norm_mean, norm_std=self.norm_std, provenance=dict(self.provenance),
-            ground_truth=gt, resources=self.resources,
+            ground_truth=gt, resources=self.resources, segment_starts=self.segment_starts.copy(),
         )
 
     def summary(self) -> dict[str, Any]:
-        """Plain-dict description: shapes, frame rate, duration, cells, mean rates (Hz), splits (s)."""
+        """Plain-dict description: shapes, frame rate, duration, cells, mean rates (Hz), splits (s), segment
+        starts (frames)."""
         per_bin = self.responses.mean(axis=0) if self.n_frames else np.zeros(self.n_cells)
         rates = per_bin * self.frame_rate if self.response_unit == "count" else per_bin
         return {
@@ -331,5 +386,6 @@ class Recording:
                     "n_bins": int(len(self.split_bins(k)))}
                 for k, v in self.intervals.items()
             },
+            "segment_starts": [int(s) for s in self.segment_starts],
             "has_ground_truth": self.ground_truth is not None,
         }

@@ -99,7 +99,9 @@ def simulate_retina(preset: str = "default", seed: int = 0, quiet: bool | None =
     -------
     ``[naturalscene, whitenoise]``: two :class:`Recording` on one clock (natural scenes from t = 0 s,
     white noise straight after), with the same cells, spike counts per 10 ms bin, train / validation /
-    test intervals (contiguous 80 / 10 / 10 % of each), provenance and a :class:`GroundTruth`.
+    test intervals (contiguous 80 / 10 / 10 % of each), provenance and a :class:`GroundTruth`. The retina
+    sees each movie as one continuous presentation, so each recording is one movie segment
+    (``segment_starts == [0]``): its history windows may span the splits.
     """
     p = resolve_params(preset, **overrides)
     streams = dict(zip(_STREAMS, np.random.SeedSequence(int(seed)).spawn(len(_STREAMS))))
