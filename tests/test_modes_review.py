@@ -209,3 +209,19 @@ def test_nwb_loadings_of_the_test_window_bins_sit_at_those_bins_frame_start_time
     # each loading row starts its response bin [edges[t], edges[t + 1])
     np.testing.assert_allclose(ts, edges[bins], atol=1e-9)
     assert np.all(ts < edges[bins + 1])
+
+
+def test_an_atom_for_another_channel_count_is_refused_instead_of_zeroing_wrong_channels():
+    model, x = _Net().eval(), torch.randn(2, 1, 5, 5)
+    activation_atom = np.arange(8.0)  # C = 8 net values: read as E/I split it would mean 4 channels
+    with pytest.raises(ModesError, match=r"layer 'c1': expected 4 channels along dim 1 .* found output shape "
+                                         r"\(2, 8, 5, 5\)"):
+        with ablate_mode(model, "c1", activation_atom, 0.5):
+            model(x)
+    with pytest.raises(ModesError, match="expected 20 channels"):
+        with preserve_mode(model, "c1", np.arange(40.0), 0.5):
+            model(x)
+    assert not model.c1._forward_hooks
+    with ablate_mode(model, "c1", activation_atom, 0.5, ei_split=False) as zeroed:  # read right, it runs
+        model(x)
+    np.testing.assert_array_equal(zeroed, [7, 6, 5, 4])

@@ -50,12 +50,23 @@ def top_channels(atom: np.ndarray | torch.Tensor, n_channels: int, fraction: flo
 
 
 @contextlib.contextmanager
-def zero_channels(model: nn.Module, layer: str, channels: Sequence[int], channel_dim: int = 1) -> Iterator[None]:
-    """Zero ``channels`` of ``layer``'s output (all positions) while the ``with`` block runs."""
+def zero_channels(model: nn.Module, layer: str, channels: Sequence[int], channel_dim: int = 1,
+                  n_channels: int | None = None) -> Iterator[None]:
+    """Zero ``channels`` of ``layer``'s output (all positions) while the ``with`` block runs.
+
+    ``n_channels``: the channel count the indices refer to (e.g. that of the mode's atom); a forward whose
+    output has another count along ``channel_dim`` (or too few for the indices) raises :class:`ModesError`.
+    """
     module = get_module(model, layer)
     idx = torch.as_tensor(np.asarray(channels, dtype=np.int64))
+    need = int(idx.max()) + 1 if idx.numel() else 0
 
     def hook(_mod: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor:
+        found = out.shape[channel_dim]
+        if (n_channels is not None and found != n_channels) or found < need:
+            expected = n_channels if n_channels is not None else f">= {need}"
+            raise ModesError(f"layer {layer!r}: expected {expected} channels along dim {channel_dim} (the mode's "
+                             f"atom; E/I-split atoms hold 2 per channel); found output shape {tuple(out.shape)}")
         if idx.numel() == 0:
             return out
         keep = torch.ones(out.shape[channel_dim], dtype=out.dtype, device=out.device)
@@ -83,7 +94,7 @@ def ablate_mode(model: nn.Module, layer: str, atom: np.ndarray | torch.Tensor, f
     """Zero the mode's top ``fraction`` of channels at ``layer``; yields the zeroed channel indices."""
     c = _n_channels(n_channels, len(atom), ei_split)
     chans = top_channels(atom, c, fraction, ei_split)
-    with zero_channels(model, layer, chans, channel_dim):
+    with zero_channels(model, layer, chans, channel_dim, n_channels=c):
         yield chans
 
 
@@ -95,7 +106,7 @@ def preserve_mode(model: nn.Module, layer: str, atom: np.ndarray | torch.Tensor,
     c = _n_channels(n_channels, len(atom), ei_split)
     kept = top_channels(atom, c, fraction, ei_split)
     others = np.setdiff1d(np.arange(c), kept)
-    with zero_channels(model, layer, others, channel_dim):
+    with zero_channels(model, layer, others, channel_dim, n_channels=c):
         yield kept
 
 
