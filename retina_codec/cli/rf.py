@@ -54,9 +54,22 @@ def read_loadings(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list
 
 
 def _cells(arg: list[str] | None, ids: list[str]) -> list[int] | None:
+    """Indices of ``--cells`` (ids or indices); an unknown id or an index out of range is a
+    :class:`~retina_codec.errors.RecordingError` (one line on stderr)."""
+    from ..errors import RecordingError
+
     if not arg:
         return None
-    return [ids.index(c) if c in ids else int(c) for c in arg]
+    out = []
+    for c in arg:
+        if c in ids:
+            out.append(ids.index(c))
+        elif c.lstrip("-").isdigit() and 0 <= int(c) < len(ids):
+            out.append(int(c))
+        else:
+            raise RecordingError(f"--cells: {c!r} is neither a cell id nor an index in [0, {len(ids)}) of the "
+                                 f"recording; its cells are {ids}")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

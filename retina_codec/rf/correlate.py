@@ -161,8 +161,14 @@ def _lag_matrix(w: np.ndarray, h: int) -> np.ndarray:
 
 def _int8_gemm(k: np.ndarray, w: np.ndarray, lags: int) -> np.ndarray:
     """``(P, N·lags)`` int32 ``Σ_b w[b, i] k[b + j, p]`` as one int8 GEMM ``kᵀ @ aᵀ`` with the lag matrix
-    ``a`` (both views: oneDNN splits the P rows over threads better than in ``a @ k``)."""
-    return torch._int_mm(torch.from_numpy(k).T, torch.from_numpy(_lag_matrix(w, lags)).T).numpy()
+    ``a`` (both views: oneDNN splits the P rows over threads better than in ``a @ k``).
+
+    ``torch._int_mm`` on the CPU returns garbage for these transposed views when a dimension is 1 (one
+    pixel: full-field flicker; or one frame: h = 1 and a one-bin chunk): those go through numpy in int32."""
+    a = _lag_matrix(w, lags)
+    if k.shape[0] == 1 or k.shape[1] == 1:
+        return k.T.astype(np.int32) @ a.T.astype(np.int32)
+    return torch._int_mm(torch.from_numpy(k).T, torch.from_numpy(a).T).numpy()
 
 
 def karatsuba_fits(w: np.ndarray) -> bool:

@@ -76,9 +76,18 @@ def _start(img: np.ndarray) -> np.ndarray:
     tot = w.sum()
     cy = (w * yy).sum() / tot if tot > 0 else float(iy)
     cx = (w * xx).sum() / tot if tot > 0 else float(ix)
-    var = (w * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / (2 * tot) if tot > 0 else 1.0
-    sig = float(np.sqrt(max(var, 0.25)))
-    return np.array([cy, cx, np.log(sig), np.log(sig), 0.0, amp, float(np.median(img))])
+    if tot <= 0:
+        return np.array([cy, cx, 0.0, 0.0, 0.0, amp, float(np.median(img))])
+    # second moments (x, y) of the window: the start's axes and angle. A round start (equal σ) has no
+    # gradient in the angle, and the fit then often stalls in a wrong orientation (e.g. RFs cut by a border)
+    dy, dx = yy - cy, xx - cx
+    cov = np.array([[(w * dx * dx).sum(), (w * dx * dy).sum()], [(w * dx * dy).sum(), (w * dy * dy).sum()]]) / tot
+    var, vec = np.linalg.eigh(cov)  # ascending
+    s_major, s_minor = (float(np.sqrt(max(v, 0.25))) for v in (var[1], var[0]))
+    if s_major <= s_minor:
+        s_major = s_minor * 1.05
+    angle = float(np.arctan2(vec[1, 1], vec[0, 1]))
+    return np.array([cy, cx, np.log(s_major), np.log(s_minor), angle, amp, float(np.median(img))])
 
 
 def fit_gaussian(spatial: np.ndarray) -> GaussianFit:

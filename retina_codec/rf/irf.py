@@ -127,6 +127,8 @@ def iter_irfs(
                                             normalize=False):
             yield batch, model_windows(batch.stimulus, mean, std, dev, dtype)
 
+    if len(bins) == 0:  # nothing to yield (and no window to find the number of outputs from)
+        return
     with fft_inference(model):  # eval mode, frozen weights; FFT convolutions on a CPU
         if cells is None:
             with torch.no_grad():
@@ -152,7 +154,10 @@ def instantaneous_rfs(model: nn.Module, recording: Recording, bins: Sequence[int
     bins = np.asarray(bins, dtype=np.int64)
     order = np.argsort(bins, kind="stable")
     parts = [j.cpu().numpy() for _, j, _ in iter_irfs(model, recording, bins[order], cells, **kw)]
-    out = np.concatenate(parts) if parts else np.zeros((0, len(cells)), np.float32)
+    if not parts:
+        history, _ = model_window(model, kw.get("history"))  # type: ignore[arg-type]
+        return np.zeros((0, len(cells), history) + tuple(recording.frame_shape), np.float32)
+    out = np.concatenate(parts)
     res = np.empty_like(out)
     res[order] = out
     return res

@@ -6,8 +6,8 @@ Streamed over bins with running sums only (nothing of size T × cells × window 
   ``X(t) = [1, a_1(t) … a_K(t)]`` by least squares. From ``XᵀX``, ``XᵀY``, ``ΣY`` and ``Σ‖Y‖²``:
   ``R² = 1 − RSS/TSS`` with ``RSS = Σ‖Y‖² − tr(βᵀ XᵀY)`` and ``TSS = Σ‖Y − Ȳ‖²``. ``unique_r2[k]`` is
   the loss of R² when mode k is left out of the regression.
-* **Features of the rank-1 spatial RF** per bin (power iteration, sign convention of
-  :mod:`~retina_codec.rf.decompose`): polarity (sign of the strongest pixel), centre (centroid of the
+* **Features of the rank-1 spatial RF** per bin (:func:`~retina_codec.rf.decompose.batched_rank1`, sign
+  convention of :mod:`~retina_codec.rf.decompose`): polarity (sign of the strongest pixel), centre (centroid of the
   polarity-signed map above 20 % of its peak, pixels ``(y, x)``) and size (RMS radius of the same
   weights / √2, ≈ σ of a round Gaussian). Each feature is regressed on the loadings (coefficients per
   mode, R²), and compared between bins where a mode is active and where it is not:
@@ -52,7 +52,8 @@ def spatial_features(spatial: torch.Tensor, frame_shape: tuple[int, int], level:
 class DynamicRFSources:
     """Result of :meth:`SourcesAccumulator.result` (K modes, C cells, F = 4 features).
 
-    r2_irf : (C,) fraction of the IRF's variance across bins explained by the loadings.
+    r2_irf : (C,) fraction of the IRF's variance across bins explained by the loadings (NaN for a cell whose
+        IRF does not vary, e.g. a linear cell; likewise ``unique_r2`` and, per feature, ``feature_r2``).
     unique_r2 : (K, C) drop of ``r2_irf`` when mode k is left out.
     feature_coef : (K, C, F) regression slope of each feature on each mode's loading.
     feature_r2 : (C, F) R² of each feature's regression.
@@ -90,6 +91,18 @@ class DynamicRFSources:
                     "flips_polarity": bool(self.flips[i, j]),
                 })
         return out
+
+
+_CONSTANT = 1e-12  # a total sum of squares below this fraction of Σ value² is rounding: nothing varies
+
+
+def _r2_or_nan(rss: torch.Tensor, tss: torch.Tensor, total: torch.Tensor) -> np.ndarray:
+    """``1 − rss/tss``, NaN where the regressed quantity does not vary across bins (``tss`` at rounding level
+    of ``total`` = Σ value²; e.g. the constant IRF of a linear cell, or a polarity that never changes)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = (1.0 - rss / tss).cpu().numpy()
+    r2[~(tss > _CONSTANT * total).cpu().numpy()] = np.nan
+    return r2
 
 
 class SourcesAccumulator:
@@ -150,7 +163,10 @@ class SourcesAccumulator:
         rss = self.yy - (beta * xty).reshape(len(cols), self.c, -1).sum((0, 2))
         n = self.xtx[0, 0]
         tss = self.yy - self.xty[0].square().sum(-1) / n
-        return (1.0 - rss / tss).cpu().numpy()
+        # Σ‖IRF‖² of the unshifted IRFs: y = IRF − shift, so Σ‖y + shift‖² = Σ‖y‖² + 2 shift·Σy + n‖shift‖²
+        shift = self.shift.reshape(self.c, -1).double() if self.shift is not None else self.xty[0] * 0
+        total = self.yy + 2 * (shift * self.xty[0]).sum(-1) + n * shift.square().sum(-1)
+        return _r2_or_nan(rss, tss, total)
 
     def result(self) -> DynamicRFSources:
         """Solve the regressions and compare active / inactive bins."""
@@ -163,8 +179,8 @@ class SourcesAccumulator:
         n = self.xtx[0, 0]
         rss_f = self.ff - (beta_f * self.xtf).sum(0)
         tss_f = self.ff - self.xtf[0].square() / n
+        feat_r2 = _r2_or_nan(rss_f, tss_f, self.ff)
         with np.errstate(invalid="ignore", divide="ignore"):
-            feat_r2 = (1.0 - rss_f / tss_f).cpu().numpy()
             n_act = self.n_active.cpu().numpy()
             total = self.xtf[0].cpu().numpy()  # Σ f over every bin
             act = self.f_active.cpu().numpy()
