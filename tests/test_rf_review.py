@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from retina_codec.errors import RecordingError
 from retina_codec.recordings import Recording
 from retina_codec.rf.conditioned import mode_conditioned_rfs
 from retina_codec.rf.correlate import WindowCorrelator
@@ -242,11 +241,33 @@ def test_statistics_equal_direct_numpy():
     np.testing.assert_allclose(ei_correlation(np.c_[neg, pos]), ref, atol=1e-12)
 
 
-def test_rf_command_names_an_unknown_cell_instead_of_a_traceback():
-    from retina_codec.cli.rf import _cells
+@pytest.fixture()
+def rf_cli_inputs(tmp_path):
+    from retina_codec.models import save_model
+    from retina_codec.models.ln import LNModel
+    from retina_codec.recordings.nwb import write_nwb
 
-    ids = ["c0", "c1", "c2"]
-    assert _cells(["c2", "0"], ids) == [2, 0]
-    for bad in ("zz", "7", "-1"):  # were a ValueError / IndexError traceback
-        with pytest.raises(RecordingError, match="neither a cell id nor an index"):
-            _cells([bad], ids)
+    rng = np.random.default_rng(0)
+    rec = Recording(rng.choice(np.array([-1.0, 1.0], np.float32), (200, 6, 6)), np.arange(200) / 100.0, 100.0,
+                    rng.poisson(0.5, (200, 3)).astype(np.float32), cell_ids=["c0", "c1", "c2"],
+                    intervals={"train": [[0, 1.6]], "test": [[1.6, 2.0]]})
+    nwb = write_nwb(rec, tmp_path / "rec.nwb")
+    model = save_model(LNModel(3, history=4, frame_shape=(6, 6), init_std=0.05), tmp_path / "model")
+    return tmp_path, [str(model), str(nwb), "--out", str(tmp_path / "rf.h5"), "--model-sta-samples", "0",
+                      "--no-figures"]
+
+
+@pytest.mark.parametrize("extra,named", [
+    (["--cells", "zz"], "neither a cell id nor an index"),  # was a ValueError traceback
+    (["--cells", "7"], "neither a cell id nor an index"),  # was an IndexError traceback
+    (["--split", "tset"], "available"),  # was: silently every bin
+])
+def test_rf_command_rejects_unknown_cells_and_splits_in_one_line(rf_cli_inputs, capsys, extra, named):
+    from retina_codec.cli.main import main
+
+    tmp, args = rf_cli_inputs
+    assert main(["-q", "rf", *args, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and extra[1] in err[0]
+    assert not (tmp / "rf.h5").exists()
+    assert main(["-q", "rf", *args, "--cells", "c2", "0", "--split", "test"]) == 0

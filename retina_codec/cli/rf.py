@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output HDF5 file (written under a temporary name, renamed)")
     p.add_argument("--modes", help="modes file with per-bin loadings (datasets 'loadings' (T_b, K) and 'bins')")
     p.add_argument("--stimulus", help="stimulus series name in the NWB file (when it has several)")
-    p.add_argument("--split", default="test", help="split for the STA when there are no modes (default test)")
+    p.add_argument("--split", help="split for the STA when there are no modes (default: test when the "
+                   "recording has one, else every bin)")
     p.add_argument("--cells", nargs="+", help="cell ids or indices (default: every cell)")
     p.add_argument("--threshold", type=float, default=0.0, help="a mode is active when its loading > this")
     p.add_argument("--max-combinations", type=int, default=16, help="most frequent exact combinations kept")
@@ -86,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
         if getattr(model, "norm_stats", None) is not None:
             rec.norm_mean, rec.norm_std = (float(v) for v in model.norm_stats)
         cells = _cells(args.cells, rec.cell_ids)
+        if args.split is not None and args.split not in rec.intervals:  # a misspelt split is not "every bin"
+            rec.split_bins(args.split)  # raises UnknownIntervalError naming the available splits
         loadings = bins = names = None
         if args.modes:
             loadings, bins, names = read_loadings(args.modes)
-        results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split,
+        results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split or "test",
                               threshold=args.threshold, max_combinations=args.max_combinations, keep=args.keep,
                               model_sta_samples=args.model_sta_samples, batch_size=args.batch_size)
     from ..contributions.store import model_hash
