@@ -225,3 +225,27 @@ def test_an_atom_for_another_channel_count_is_refused_instead_of_zeroing_wrong_c
     with ablate_mode(model, "c1", activation_atom, 0.5, ei_split=False) as zeroed:  # read right, it runs
         model(x)
     np.testing.assert_array_equal(zeroed, [7, 6, 5, 4])
+
+
+# ---------------------------------------------------------------------------- classifier modes
+def test_class_top_modes_need_alive_modes_and_classes_no_mode_tracks_are_not_swept():
+    from retina_codec.classifiers.selectivity import class_mode_sweeps, top_class_modes
+
+    labels = np.arange(12) % 3
+    with pytest.raises(ModesError, match="no alive modes"):
+        top_class_modes(np.zeros((12, 0)), labels)
+    loadings = np.zeros((12, 2))
+    loadings[labels == 1, 0] = 1.0  # mode 0 tracks class 1
+    classes, best, r = top_class_modes(loadings, labels)
+    assert best[1] == 0 and r[1] == pytest.approx(1.0)
+
+    class Dec:  # the attribute class_mode_sweeps reads
+        atoms_ = np.abs(np.random.default_rng(0).standard_normal((2, 16)))
+
+    torch.manual_seed(0)
+    model, x = _Net().eval(), torch.randn(12, 1, 5, 5)
+    with torch.no_grad():
+        y = model(x).argmax(1).numpy()  # the intact model is right on every image: ratios are defined
+    args = (model, "c1", x, y, Dec(), np.ones((12, 2)), labels, "contributions")
+    # constant loadings: no mode tracks any class (r = -inf), so there is no top mode to sweep
+    assert class_mode_sweeps(*args, kinds=("ablate",), fractions=(0.0, 0.5, 1.0)) == []

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ModesError
 from ..modes import ModeDecomposer, activation_modes, class_correlations, intervention_sweep
 from ..modes.interventions import SweepResult, accuracy_on
 from ..stats.measures import net_channels
@@ -59,7 +60,13 @@ def fit_layer_modes(vectors: np.ndarray, source: str, n_modes: int | None = None
 
 
 def top_class_modes(loadings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(classes, mode index per class, its correlation)``: the mode most correlated with each class."""
+    """``(classes, mode index per class, its correlation)``: the mode most correlated with each class.
+
+    A class whose indicator no mode correlates with (every mode constant) gets mode 0 and r = −inf.
+    """
+    if np.ndim(loadings) == 2 and np.shape(loadings)[1] == 0:
+        raise ModesError("loadings: the decomposition has no alive modes (every SAE latent stayed silent); "
+                         "expected at least one column")
     r, classes = class_correlations(loadings, labels)
     r = np.nan_to_num(r, nan=-np.inf)
     best = r.argmax(0)
@@ -73,8 +80,8 @@ def class_mode_sweeps(model: nn.Module, layer: str, x: torch.Tensor, labels: Any
     """Sweeps of each class's top mode at ``layer`` on the images ``x (n, ...)`` with ``labels (n,)``.
 
     ``loadings (m, n_modes)`` with ``loading_labels (m,)`` choose each class's top mode (the images the
-    modes were fitted on); the interventions are measured on ``x``. ``source`` says whether the atoms are
-    E/I-split contribution atoms (2C) or activation atoms (C).
+    modes were fitted on; classes no mode correlates with are skipped); the interventions are measured on
+    ``x``. ``source`` says whether the atoms are E/I-split contribution atoms (2C) or activation atoms (C).
     """
     y = np.asarray(labels).reshape(-1)
     cls_all, best, corr = top_class_modes(loadings, np.asarray(loading_labels).reshape(-1))
@@ -86,7 +93,7 @@ def class_mode_sweeps(model: nn.Module, layer: str, x: torch.Tensor, labels: Any
     model.eval()
     try:
         for c, m, r in zip(cls_all, best, corr):
-            if int(c) not in wanted or not np.any(y == c) or not np.any(y != c):
+            if int(c) not in wanted or not np.isfinite(r) or not np.any(y == c) or not np.any(y != c):
                 continue
             target = accuracy_on(y, [int(c)])
             off = accuracy_on(y, [int(k) for k in np.unique(y) if k != c])
