@@ -41,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="white-noise windows for the model STA (0 skips it)")
     p.add_argument("--batch-size", type=int, default=64, help="windows per IRF batch")
     p.add_argument("--device", default="auto", help="torch device (auto: CUDA when present)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow a torch-deep-retina pickle that needs types outside the safe set (it can run code: "
+                        "only for a file from a source you trust)")
     p.add_argument("--figures", help="figure folder (default: <out stem>_figures next to OUT)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.set_defaults(func=run)
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if args.device == "auto" else args.device)
-    model = load_model(args.model, device=device)
+    model = load_model(args.model, device=device, trust=args.trust)
     with read_nwb(args.recording, stimulus=args.stimulus) as rec:
         if getattr(model, "norm_stats", None) is not None:
             rec.norm_mean, rec.norm_std = (float(v) for v in model.norm_stats)
