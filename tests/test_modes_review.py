@@ -249,3 +249,59 @@ def test_class_top_modes_need_alive_modes_and_classes_no_mode_tracks_are_not_swe
     args = (model, "c1", x, y, Dec(), np.ones((12, 2)), labels, "contributions")
     # constant loadings: no mode tracks any class (r = -inf), so there is no top mode to sweep
     assert class_mode_sweeps(*args, kinds=("ablate",), fractions=(0.0, 0.5, 1.0)) == []
+
+
+# ------------------------------------------------------------------------------------- CLI NWB
+@pytest.fixture
+def cli_inputs(tmp_path):
+    from _nwbio_helpers import natural_recording
+    from test_modes_store import write_store
+
+    from retina_codec.recordings.nwb import write_nwb
+
+    write_nwb(natural_recording(t=240), tmp_path / "rec.nwb")
+    x = planted_dictionary(n_samples=100, n_features=8, n_atoms=6, seed=1).X
+    src = write_store(tmp_path / "contrib.h5", x)  # bins 100 … 199 of the 240 frames
+    return tmp_path, ["-q", "modes", str(src), "--layer", "conv2", "--kind", "topk", "--k", "2", "--n-modes", "8",
+                      "--max-epochs", "2", "--nwb", str(tmp_path / "rec.nwb")]
+
+
+def test_cli_rerun_with_an_existing_nwb_copy_fails_up_front_in_one_line_or_replaces_it(cli_inputs, capsys,
+                                                                                       monkeypatch):
+    tmp_path, args = cli_inputs
+    args = [*args, "--out", str(tmp_path / "m.h5")]
+    assert main(args) == 0
+    capsys.readouterr()
+    before = (tmp_path / "m.h5").read_bytes()
+
+    def no_training(self, *a, **k):
+        raise AssertionError("trained before checking the outputs")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(ModeDecomposer, "fit", no_training)
+        rc = main(args)  # was: a FileExistsError traceback after training, with m.h5 already replaced
+    err = capsys.readouterr().err
+    assert rc == 2 and "m.nwb: exists already (pass --overwrite" in err and err.count("\n") == 1
+    assert (tmp_path / "m.h5").read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_cli_refuses_an_nwb_copy_path_equal_to_the_recording(cli_inputs, capsys):
+    tmp_path, args = cli_inputs
+    before = (tmp_path / "rec.nwb").read_bytes()
+    rc = main([*args, "--out", str(tmp_path / "rec.h5"), "--overwrite"])  # default copy path: rec.nwb
+    err = capsys.readouterr().err
+    assert rc == 2 and "is the recording itself" in err and err.count("\n") == 1
+    assert (tmp_path / "rec.nwb").read_bytes() == before and not (tmp_path / "rec.h5").exists()
+
+
+def test_cli_checks_a_missing_recording_before_training(cli_inputs, capsys, monkeypatch):
+    tmp_path, args = cli_inputs
+
+    def no_training(self, *a, **k):
+        raise AssertionError("trained before reading the recording")
+
+    monkeypatch.setattr(ModeDecomposer, "fit", no_training)
+    rc = main([*args[:-1], str(tmp_path / "nope.nwb"), "--out", str(tmp_path / "m.h5")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nope.nwb" in err and not (tmp_path / "m.h5").exists()

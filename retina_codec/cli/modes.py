@@ -48,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "loadings as a TimeSeries in a 'codec' processing module")
     p.add_argument("--nwb-out", default=None, help="path of that copy (default: <out stem>.nwb)")
     p.add_argument("--stimulus", default=None, help="stimulus series of the NWB file whose frame times the bins index")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NWB copy (--nwb-out)")
     p.set_defaults(func=run)
     return p
 
@@ -58,6 +59,23 @@ def run(args: argparse.Namespace) -> int:
     from ..modes.store import read_layer_contributions, write_modes
 
     data = read_layer_contributions(args.contributions, args.layer, args.target_index)
+    rec = nwb_out = None
+    if args.nwb:  # check the recording and the copy's path before training, not after
+        from pathlib import Path
+
+        from ..errors import ModesError, OutputExistsError, ShapeMismatchError
+        from ..recordings.nwb import read_nwb
+
+        nwb_out = args.nwb_out or str(Path(args.out).with_suffix(".nwb"))
+        if Path(nwb_out).resolve() == Path(args.nwb).resolve():
+            raise ModesError(f"--nwb-out: {nwb_out} is the recording itself, which is never modified; "
+                             "choose another --nwb-out (or --out)")
+        if Path(nwb_out).exists() and not args.overwrite:
+            raise OutputExistsError(f"{nwb_out}: exists already (pass --overwrite to replace it)")
+        rec = read_nwb(args.nwb, stimulus=args.stimulus, validate=False)
+        if data.bins.size and (data.bins.min() < 0 or data.bins.max() >= len(rec.frame_times)):
+            raise ShapeMismatchError(f"{args.contributions}: bins {data.bins.min()}..{data.bins.max()} fall outside "
+                                     f"the {len(rec.frame_times)} frames of {args.nwb}")
     dec = ModeDecomposer(kind=args.kind, n_modes=args.n_modes, k=args.k, threshold=args.threshold, l1=args.l1,
                          center=args.center, validation_fraction=args.validation_fraction,
                          max_epochs=args.max_epochs, batch_size=args.batch_size,
@@ -67,21 +85,12 @@ def run(args: argparse.Namespace) -> int:
                                        "source", "package_version") if k in data.attrs}
     write_modes(args.out, dec, dec.transform(data.X), data.bins, contributions_path=data.path,
                 layer=args.layer, target_index=data.target_index, contributions_attrs=link)
-    if args.nwb:
-        from pathlib import Path
-
-        from ..errors import ShapeMismatchError
+    if rec is not None:
         from ..modes.nwb_export import export_modes_nwb
-        from ..recordings.nwb import read_nwb
 
-        rec = read_nwb(args.nwb, stimulus=args.stimulus, validate=False)
-        if data.bins.size and (data.bins.min() < 0 or data.bins.max() >= len(rec.frame_times)):
-            raise ShapeMismatchError(f"{args.contributions}: bins {data.bins.min()}..{data.bins.max()} fall outside "
-                                     f"the {len(rec.frame_times)} frames of {args.nwb}")
         order = np.argsort(data.bins, kind="stable")
-        nwb_out = args.nwb_out or str(Path(args.out).with_suffix(".nwb"))
         export_modes_nwb(args.nwb, nwb_out, dec.transform(data.X)[order], rec.frame_times[data.bins[order]],
-                         description=f"modes of layer {args.layer} from {data.path}")
+                         description=f"modes of layer {args.layer} from {data.path}", overwrite=args.overwrite)
         log.info("%s: loadings on the recording's clock in processing/codec", nwb_out)
     log.info("%s: %d modes of %s/%s (%d bins × %d), held-out explained variance %.3f, mean L0 %.2f, "
              "dead fraction %.2f", args.out, dec.n_modes_, args.contributions, args.layer, data.X.shape[0],

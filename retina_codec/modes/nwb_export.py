@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FileFormatError, ModesError
+from ..errors import FileFormatError, ModesError, OutputExistsError
 from ..io_utils import atomic_path
 
 __all__ = ["export_modes_nwb", "MODULE_NAME"]
@@ -49,7 +49,7 @@ def export_modes_nwb(source: str | os.PathLike, out: str | os.PathLike, loadings
     if not src.exists():
         raise FileFormatError(f"{src}: NWB file not found")
     if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst}: exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{dst}: exists; pass overwrite=True to replace it")
     if src.resolve() == dst.resolve():
         raise ModesError(f"out: must differ from the source recording {src} (the recording is never modified)")
     ts = np.asarray(timestamps, dtype=np.float64)
