@@ -211,3 +211,22 @@ def test_select_cells_selects_the_ground_truth_of_the_same_cells():
     np.testing.assert_array_equal(sgt.ln_cells, [0])
     np.testing.assert_array_equal(sgt.ln_filters[0], gt.ln_filters[list(gt.ln_cells).index(ln1)])
     np.testing.assert_array_equal(sgt.subunit_positions, gt.subunit_positions)
+
+
+def test_repeated_cell_ids_are_rejected_naming_them():
+    from retina_codec.errors import RecordingError
+
+    t = 10
+    with pytest.raises(RecordingError, match="cell_ids.*'a'"):
+        Recording(stimulus=np.zeros((t, 4, 4), np.float32), frame_times=np.arange(t) / 100.0, frame_rate=100.0,
+                  responses=np.zeros((t, 3), np.float32), cell_ids=["a", "b", "a"])
+
+
+def test_normalization_of_an_empty_train_split_warns_and_uses_every_frame():
+    t = 20
+    stim = np.arange(t * 4, dtype=np.float32).reshape(t, 2, 2)
+    rec = Recording(stimulus=stim, frame_times=np.arange(t) / 100.0, frame_rate=100.0,
+                    responses=np.zeros((t, 1), np.float32), intervals={"train": np.array([[5.0, 6.0]])})
+    with pytest.warns(RuntimeWarning, match="no frames"):
+        mean, std = rec.normalization("train")
+    assert mean == pytest.approx(float(stim.mean())) and std == pytest.approx(float(stim.std()), rel=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -146,6 +147,10 @@ class Recording:
             raise ShapeMismatchError(
                 f"cell_ids: expected {n} ids (one per response column), found {len(self.cell_ids)}"
             )
+        if len(set(self.cell_ids)) != n:  # cells are selected by id: a repeated id would select the wrong one
+            seen: set[str] = set()
+            dup = sorted({c for c in self.cell_ids if c in seen or seen.add(c)})
+            raise RecordingError(f"cell_ids: expected {n} distinct ids, found repeated {', '.join(map(repr, dup[:5]))}")
         ints = {}
         for name, iv in self.intervals.items():
             iv = np.asarray(iv, dtype=np.float64).reshape(-1, 2)
@@ -269,6 +274,10 @@ class Recording:
         if self.norm_mean is not None and self.norm_std is not None:
             return float(self.norm_mean), float(self.norm_std)
         bins = self.split_bins(split if split in self.intervals else None)
+        if len(bins) == 0:
+            warnings.warn(f"normalization: split {split!r} has no frames; the stimulus statistics come from every "
+                          "frame", RuntimeWarning, stacklevel=2)
+            bins = self.split_bins(None)
         # per-chunk mean and centred sum of squares (float32 work, float64 totals), combined exactly
         ns, means, m2s = [], [], []
         for c, e in bin_chunks(bins, chunk):
