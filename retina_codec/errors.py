@@ -100,3 +100,7 @@ class OutputExistsError(RetinaCodecError, FileExistsError):
 
 class NonFiniteResponsesError(RecordingError):
     """The responses (spike counts or rates) contain NaN or infinite values."""
+
+
+class DeviceError(RetinaCodecError, ValueError):
+    """A device name torch does not know, or CUDA asked for on a machine without it."""

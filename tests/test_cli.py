@@ -26,15 +26,15 @@ def test_every_command_accepts_quiet():
         assert any("--quiet" in a.option_strings for a in command._actions), name
 
 
-def test_rf_trust_flag_loads_a_torch_deep_retina_pickle_that_needs_it(tmp_path, capsys):
+@pytest.fixture
+def tdr_files(tmp_path):
+    """A torch-deep-retina pickle that needs ``--trust`` (a Fraction in its hyper-parameters) and a 14×14 NWB."""
     import fractions
 
-    import h5py
     import numpy as np
     import torch
     from test_tdr_import import TDRBNCNN, make_reference, tdr_checkpoint
 
-    from retina_codec.cli.main import main
     from retina_codec.recordings import Recording
     from retina_codec.recordings.nwb import write_nwb
 
@@ -47,8 +47,16 @@ def test_rf_trust_flag_loads_a_torch_deep_retina_pickle_that_needs_it(tmp_path, 
                     frame_rate=100.0, responses=rng.poisson(1.0, (t, 4)).astype(np.float32),
                     intervals={"test": np.array([[0.0, 0.6]])}, stimulus_name="noise")
     write_nwb(rec, tmp_path / "rec.nwb")
-    args = ["-q", "rf", str(tmp_path / "frac.pt"), str(tmp_path / "rec.nwb"), "--no-figures",
-            "--model-sta-samples", "16", "--device", "cpu"]
+    return tmp_path / "frac.pt", tmp_path / "rec.nwb"
+
+
+def test_rf_trust_flag_loads_a_torch_deep_retina_pickle_that_needs_it(tdr_files, tmp_path, capsys):
+    import h5py
+
+    from retina_codec.cli.main import main
+
+    model, rec = tdr_files
+    args = ["-q", "rf", str(model), str(rec), "--no-figures", "--model-sta-samples", "16", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "no.h5")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--trust" in err[0]
@@ -56,3 +64,35 @@ def test_rf_trust_flag_loads_a_torch_deep_retina_pickle_that_needs_it(tmp_path, 
     assert main([*args, "--out", str(tmp_path / "yes.h5"), "--trust"]) == 0
     with h5py.File(tmp_path / "yes.h5", "r") as f:
         assert len(f.keys()) > 0
+
+
+@pytest.mark.parametrize("device, match", [("cuda", "CUDA is not available"), ("gpu", "expected 'auto'")])
+def test_every_stage_refuses_an_unusable_device_with_one_error(monkeypatch, device, match):
+    import torch
+
+    from retina_codec.contributions import ContributionEngine
+    from retina_codec.errors import DeviceError
+    from retina_codec.models.fitting import resolve_device as fit_device
+    from retina_codec.rf.correlate import resolve_device as rf_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for resolve in (fit_device, rf_device):
+        with pytest.raises(DeviceError, match=match):
+            resolve(device)
+    with pytest.raises(DeviceError, match=match):
+        ContributionEngine(torch.nn.Sequential(torch.nn.Linear(2, 2)), "0", device=device)
+
+
+@pytest.mark.parametrize("command", ["contributions", "rf"])
+def test_cli_with_cuda_on_a_cpu_machine_prints_one_line_naming_the_device(monkeypatch, tdr_files, tmp_path,
+                                                                          capsys, command):
+    import torch
+
+    from retina_codec.cli.main import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model, rec = tdr_files
+    code = main(["-q", command, str(model), str(rec), "--trust", "--device", "cuda", "--out", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "CUDA is not available" in err[0]
+    assert not (tmp_path / "o.h5").exists()

@@ -78,13 +78,12 @@ def _cells(arg: list[str] | None, ids: list[str]) -> list[int] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute, store and plot; returns 0."""
-    import torch
 
+    from ..devices import resolve_device
     from ..models import load_model
     from ..recordings.nwb import read_nwb
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
-        ("cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     model = load_model(args.model, device=device, trust=args.trust)
     with read_nwb(args.recording, stimulus=args.stimulus) as rec:
         if getattr(model, "norm_stats", None) is not None:

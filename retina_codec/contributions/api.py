@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..devices import resolve_device
 from ..progress import progress
-from .engine import ContributionEngine, default_device
+from .engine import ContributionEngine
 from .hooks import prepared_model
 from .sources import InputSource, as_source
 from .targets import Target, make_target
@@ -77,7 +78,7 @@ def fit_reference(model: nn.Module, target: Target, reference: InputSource, batc
                   device: torch.device | None = None, dtype: torch.dtype | None = None,
                   quiet: bool | None = None) -> Target:
     """Fit a target that needs reference statistics (surprisal's μ, Σ) from the model's outputs."""
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     outs = []
     with prepared_model(model, device, dtype), torch.no_grad():
         first = next(iter(model.parameters()), None)

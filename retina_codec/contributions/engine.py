@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..devices import resolve_device
 from ..models.fft_conv import fft_conv_swaps
 from ..models.fold_bn import batchnorm_folds
 from .hooks import capture_outputs, prepared_model, replace_outputs, resolve_module, swap_modules
@@ -36,7 +37,7 @@ BATCHED_BACKWARD = ("auto", "autograd", "func")
 
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
 
 
 def to_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -139,7 +140,7 @@ class ContributionEngine:
         self.method: Method = make_method(method, steps, rule)
         self.baseline = baseline
         self.reduce = normalize_reduce(reduce)
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.dtype = dtype
         # a hooked layer inside the stem must see its own output: the stem is cut before it (after it when
         # it is one of the stem's modules), since a replayed stem only reproduces the stem's last output

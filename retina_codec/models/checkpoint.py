@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
+from ..devices import resolve_device
 from ..errors import CheckpointError
 from ..io_utils import atomic_path
 from .base import InputSpec, RetinaModel
@@ -120,8 +121,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trus
     Sets ``input_spec``, ``norm_stats``, ``cell_ids`` and ``model.metadata`` (the caller's metadata dict).
     A torch-deep-retina pickle (``.pt`` / ``.pth`` / ``.p``) is imported with
     :func:`~retina_codec.models.tdr_import.import_tdr_checkpoint` (``trust`` is passed on; it only matters
-    for those files).
+    for those files). ``device`` is checked first (:func:`~retina_codec.devices.resolve_device`).
     """
+    device = resolve_device(device)
     if Path(path).suffix in TDR_SUFFIXES:
         from .tdr_import import import_tdr_checkpoint
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import resolve_device
 from ..errors import CheckpointError, ShapeMismatchError
 from ..io_utils import atomic_path
 from ..progress import progress
@@ -43,13 +44,6 @@ RESUME_FILE = "fit_state.pt"
 #: smaller kernels than the torch-deep-retina defaults; about 5x fewer FLOPs per bin.
 SMALL_CONFIG: dict[str, Any] = {"history": 20, "channels": (8, 8), "kernel_sizes": (9, 7), "bn_momentum": 0.1,
                                 "readout_bn_momentum": 0.1}
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/``None``: CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def pearson_r(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

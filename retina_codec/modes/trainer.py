@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ModesError
+from ..devices import resolve_device as _resolve_device
+from ..errors import DeviceError, ModesError
 from ..progress import progress
 from .base import SparseAutoencoder
 
@@ -81,15 +82,10 @@ class TrainResult:
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; ``ModesError`` for unknown names or CUDA without a GPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ModesError(f"device: expected 'auto', 'cpu' or 'cuda[:N]'; found {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModesError(f"device: {str(device)!r} requested but CUDA is not available here; use 'auto' or 'cpu'")
-    return dev
+        return _resolve_device(device)
+    except DeviceError as err:
+        raise ModesError(str(err)) from None
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:

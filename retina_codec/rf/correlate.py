@@ -36,6 +36,7 @@ import numpy as np
 import scipy.fft
 import torch
 
+from ..devices import resolve_device
 from ..recordings.windows import frames_of_windows
 
 __all__ = ["WindowCorrelator", "frames_of_windows", "lag_product_parts", "assemble_lag_product", "resolve_device", "two_level_codes"]
@@ -48,13 +49,6 @@ def _rfft(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     if x.device.type != "cpu":
         return torch.fft.rfft(x, n=n, dim=dim)
     return torch.from_numpy(scipy.fft.rfft(x.numpy(), n=n, axis=dim, workers=torch.get_num_threads()))
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` / ``"auto"``: CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _frames_view(windows: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor | None:
