@@ -49,6 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--nwb-out", default=None, help="path of that copy (default: <out stem>.nwb)")
     p.add_argument("--stimulus", default=None, help="stimulus series of the NWB file whose frame times the bins index")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NWB copy (--nwb-out)")
+    p.add_argument("--model", default=None,
+                   help="with --nwb: the model the contributions were computed with; its predicted rates at the "
+                        "same bins go into the 'codec' module beside the loadings (checked against the store's "
+                        "model hash)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow a torch-deep-retina pickle as --model that needs types outside the safe set (it can "
+                        "run code: only for a file from a source you trust)")
     p.set_defaults(func=run)
     return p
 
@@ -59,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     from ..modes.store import read_layer_contributions, write_modes
 
     data = read_layer_contributions(args.contributions, args.layer, args.target_index)
-    rec = nwb_out = None
+    rec = nwb_out = model = None
+    if args.model and not args.nwb:
+        from ..errors import ModesError
+
+        raise ModesError("--model: the predicted rates go into the NWB copy; pass --nwb as well")
     if args.nwb:  # check the recording and the copy's path before training, not after
         from pathlib import Path
 
@@ -76,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         if data.bins.size and (data.bins.min() < 0 or data.bins.max() >= len(rec.frame_times)):
             raise ShapeMismatchError(f"{args.contributions}: bins {data.bins.min()}..{data.bins.max()} fall outside "
                                      f"the {len(rec.frame_times)} frames of {args.nwb}")
+        if args.model:
+            model = _checked_model(args, data.attrs.get("model_hash"))
     dec = ModeDecomposer(kind=args.kind, n_modes=args.n_modes, k=args.k, threshold=args.threshold, l1=args.l1,
                          center=args.center, validation_fraction=args.validation_fraction,
                          max_epochs=args.max_epochs, batch_size=args.batch_size,
@@ -89,10 +102,31 @@ def run(args: argparse.Namespace) -> int:
         from ..modes.nwb_export import export_modes_nwb
 
         order = np.argsort(data.bins, kind="stable")
+        rates = cells = None
+        if model is not None:
+            from ..models.fitting import predict
+
+            _, rates = predict(model, rec, bins=data.bins[order], device=args.device)
+            cells = model.cell_ids or (rec.cell_ids if len(rec.cell_ids) == rates.shape[1] else None)
         export_modes_nwb(args.nwb, nwb_out, dec.transform(data.X)[order], rec.frame_times[data.bins[order]],
-                         description=f"modes of layer {args.layer} from {data.path}", overwrite=args.overwrite)
-        log.info("%s: loadings on the recording's clock in processing/codec", nwb_out)
+                         rates=rates, cell_ids=cells, description=f"modes of layer {args.layer} from {data.path}",
+                         overwrite=args.overwrite)
+        log.info("%s: loadings%s on the recording's clock in processing/codec", nwb_out,
+                 " and predicted rates" if rates is not None else "")
     log.info("%s: %d modes of %s/%s (%d bins × %d), held-out explained variance %.3f, mean L0 %.2f, "
              "dead fraction %.2f", args.out, dec.n_modes_, args.contributions, args.layer, data.X.shape[0],
              data.X.shape[1], dec.explained_variance_, dec.l0_, dec.dead_fraction_)
     return 0
+
+
+def _checked_model(args: argparse.Namespace, store_hash: object):
+    """The ``--model`` checkpoint; a :class:`ModesError` when it is not the model of the contribution store."""
+    from ..contributions.store import model_hash
+    from ..errors import ModesError
+    from ..models import load_model
+
+    model = load_model(args.model, trust=args.trust)
+    if store_hash is not None and str(store_hash) != model_hash(model):
+        raise ModesError(f"--model: {args.model} is not the model the contributions in {args.contributions} were "
+                         f"computed with (model hash {model_hash(model)[:12]}… vs the store's {str(store_hash)[:12]}…)")
+    return model
