@@ -54,9 +54,9 @@ def test_exported_codec_module_passes_nwbinspector_without_violations(tmp_path, 
     nwbinspector = pytest.importorskip("nwbinspector")
     out = export_modes_nwb(recording_nwb, tmp_path / "o.nwb", np.ones((5, 2)), np.arange(5) / 10.0,
                            rates=np.ones((5, 1)))
-    issues = [m for m in nwbinspector.inspect_nwbfile(nwbfile_path=str(out))
-              if m.importance.name in ("CRITICAL", "PYNWB_VALIDATION", "BEST_PRACTICE_VIOLATION")
-              and "codec" in str(getattr(m, "location", "") or "")]
+    messages = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(out)))
+    assert any(m.object_name == "codec" for m in messages)  # the module was inspected (a naming suggestion)
+    issues = [m for m in messages if m.importance.name in ("CRITICAL", "PYNWB_VALIDATION", "BEST_PRACTICE_VIOLATION")]
     assert issues == []
 
 
