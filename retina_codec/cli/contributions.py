@@ -33,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("recording", help="recording (.nwb)")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--stimulus", default=None, help="stimulus series name in the NWB file")
+    p.add_argument("--responses", default=None,
+                   help="'units' or the name of a rate series, when the NWB file has several (default: automatic)")
     p.add_argument("--split", default="test", help="interval (split) whose bins to explain; 'all' for every bin")
     p.add_argument("--max-bins", type=int, default=None, metavar="N",
                    help="explain only the first N bins of the split (a quick look at a long recording)")
@@ -110,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..recordings.nwb import read_nwb
 
     model = load_model(args.model, trust=args.trust)
-    rec = read_nwb(args.recording, stimulus=args.stimulus)
+    rec = read_nwb(args.recording, stimulus=args.stimulus, responses=args.responses)
     split = None if args.split == "all" else args.split
     full_split = split
     if args.max_bins is not None:

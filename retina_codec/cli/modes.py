@@ -48,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "loadings as a TimeSeries in a 'codec' processing module")
     p.add_argument("--nwb-out", default=None, help="path of that copy (default: <out stem>.nwb)")
     p.add_argument("--stimulus", default=None, help="stimulus series of the NWB file whose frame times the bins index")
+    p.add_argument("--responses", default=None,
+                   help="with --nwb: 'units' or the name of a rate series, when the file has several (default: automatic)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NWB copy (--nwb-out)")
     p.add_argument("--model", default=None,
                    help="with --nwb: the model the contributions were computed with; its predicted rates at the "
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                              "choose another --nwb-out (or --out)")
         if Path(nwb_out).exists() and not args.overwrite:
             raise OutputExistsError(f"{nwb_out}: exists already (pass --overwrite to replace it)")
-        rec = read_nwb(args.nwb, stimulus=args.stimulus, validate=False)
+        rec = read_nwb(args.nwb, stimulus=args.stimulus, responses=args.responses, validate=False)
         if data.bins.size and (data.bins.min() < 0 or data.bins.max() >= len(rec.frame_times)):
             raise ShapeMismatchError(f"{args.contributions}: bins {data.bins.min()}..{data.bins.max()} fall outside "
                                      f"the {len(rec.frame_times)} frames of {args.nwb}")
@@ -109,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
             _, rates = predict(model, rec, bins=data.bins[order], device=args.device)
             cells = model.cell_ids or (rec.cell_ids if len(rec.cell_ids) == rates.shape[1] else None)
         export_modes_nwb(args.nwb, nwb_out, dec.transform(data.X)[order], rec.frame_times[data.bins[order]],
-                         rates=rates, cell_ids=cells, description=f"modes of layer {args.layer} from {data.path}",
+                         rates=rates, cell_ids=cells, rate_unit=_rate_unit(model),
+                         description=f"modes of layer {args.layer} from {data.path}",
                          overwrite=args.overwrite)
         log.info("%s: loadings%s on the recording's clock in processing/codec", nwb_out,
                  " and predicted rates" if rates is not None else "")
@@ -117,6 +120,13 @@ def run(args: argparse.Namespace) -> int:
              "dead fraction %.2f", args.out, dec.n_modes_, args.contributions, args.layer, data.X.shape[0],
              data.X.shape[1], dec.explained_variance_, dec.l0_, dec.dead_fraction_)
     return 0
+
+
+def _rate_unit(model: object) -> str:
+    """The unit of the model's predictions for the NWB copy: ``Hz`` for a model fitted to rates, else spikes per
+    bin (``fit`` records it as the model's ``output_unit``)."""
+    unit = str(getattr(model, "metadata", {}).get("output_unit", "")) if model is not None else ""
+    return "Hz" if unit == "Hz" else "spikes per bin"
 
 
 def _checked_model(args: argparse.Namespace, store_hash: object):

@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output HDF5 file (written under a temporary name, renamed)")
     p.add_argument("--modes", help="modes file with per-bin loadings (datasets 'loadings' (T_b, K) and 'bins')")
     p.add_argument("--stimulus", help="stimulus series name in the NWB file (when it has several)")
+    p.add_argument("--responses", default=None,
+                   help="'units' or the name of a rate series, when the NWB file has several (default: automatic)")
     p.add_argument("--split", help="split for the STA when there are no modes (default: test when the "
                    "recording has one, else every bin)")
     p.add_argument("--cells", nargs="+", help="cell ids or indices (default: every cell)")
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = load_model(args.model, device=device, trust=args.trust)
-    with read_nwb(args.recording, stimulus=args.stimulus) as rec:
+    with read_nwb(args.recording, stimulus=args.stimulus, responses=args.responses) as rec:
         if getattr(model, "norm_stats", None) is not None:
             rec.norm_mean, rec.norm_std = (float(v) for v in model.norm_stats)
         cells = _cells(args.cells, rec.cell_ids)

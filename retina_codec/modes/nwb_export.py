@@ -17,10 +17,11 @@ import numpy as np
 
 from ..errors import FileFormatError, ModesError, OutputExistsError
 from ..io_utils import atomic_path
+from ..recordings.nwb import CODEC_MODULE
 
 __all__ = ["export_modes_nwb", "MODULE_NAME"]
 
-MODULE_NAME = "codec"
+MODULE_NAME = CODEC_MODULE  # read_nwb never takes this module's series as responses (they stay readable by name)
 
 
 def _check_series(name: str, data: np.ndarray, n: int) -> np.ndarray:

@@ -68,6 +68,7 @@ __all__ = ["read_nwb", "write_nwb", "open_nwb", "stimulus_series", "fraction_int
 
 META_MODULE = "retina_codec"
 RATES_MODULE = "responses"
+CODEC_MODULE = "codec"  # retina-codec's analysis outputs (``modes --nwb``: loadings, predicted rates), not responses
 _NAME_OK = re.compile(r"^[^/:]+$")
 
 
@@ -290,7 +291,8 @@ def _units_responses(
 
 
 def _rate_candidates(nwbfile: NWBFile) -> dict[str, TimeSeries]:
-    """Rate-like series: RoiResponseSeries anywhere, plain TimeSeries in processing modules."""
+    """Rate-like series: RoiResponseSeries anywhere, plain TimeSeries in processing modules (not in the
+    ground-truth, bookkeeping and ``codec`` analysis modules; those stay readable by name)."""
     found: dict[str, TimeSeries] = {}
 
     def visit(obj: Any, where: str, plain_ok: bool) -> None:
@@ -304,7 +306,7 @@ def _rate_candidates(nwbfile: NWBFile) -> dict[str, TimeSeries]:
                     visit(v, f"{where}/{obj.name}", plain_ok)
 
     for mod_name, mod in nwbfile.processing.items():
-        if mod_name in (GT_MODULE, META_MODULE):
+        if mod_name in (GT_MODULE, META_MODULE, CODEC_MODULE):
             continue
         for obj in mod.data_interfaces.values():
             visit(obj, f"processing/{mod_name}", True)
