@@ -3,6 +3,8 @@ modes → rf), each on a tiny file, checking what the commands write and say."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -63,7 +65,7 @@ def _modes(d, contrib, out, *extra):
                  "--max-epochs", "2", "--device", "cpu", "--out", str(d / out), *extra])
 
 
-def test_commands_take_responses_for_a_file_with_two_rate_series(imaging, capsys):
+def test_commands_take_responses_for_a_file_with_two_rate_series(imaging, capsys, caplog):
     # the reader's error tells the user to pass --responses NAME; contributions, modes --nwb and rf must take it
     d = imaging
     assert _contrib(d, "two.nwb", "c_two_err.h5") == 2
@@ -71,10 +73,12 @@ def test_commands_take_responses_for_a_file_with_two_rate_series(imaging, capsys
     assert _contrib(d, "two.nwb", "c_two.h5", "--responses", "rates") == 0
     assert _modes(d, "c_two.h5", "m_two.h5", "--nwb", str(d / "two.nwb"), "--responses", "rates",
                   "--model", str(d / "model")) == 0
-    assert main(["-q", "rf", str(d / "model"), str(d / "two.nwb"), "--responses", "rates", "--modes",
+    caplog.set_level(logging.INFO, logger="retina_codec.cli.rf")
+    assert main(["rf", str(d / "model"), str(d / "two.nwb"), "--responses", "rates", "--modes",
                  str(d / "m_two.h5"), "--model-sta-samples", "8", "--device", "cpu", "--no-figures",
                  "--out", str(d / "rf_two.h5")]) == 0
     assert (d / "rf_two.h5").exists()
+    assert "no STA: the responses of" in caplog.text and "rates (Hz)" in caplog.text  # skipped, and said why
 
 
 def test_modes_nwb_copy_of_an_imaging_recording_reads_back_with_its_own_rates(imaging):
@@ -99,3 +103,45 @@ def test_predicted_rates_in_the_nwb_copy_carry_the_models_output_unit(imaging):
         assert _modes(d, "c_one.h5", "m_one.h5", "--nwb", str(d / "one.nwb"), "--model", str(d / "model")) == 0
     with NWBHDF5IO(str(d / "m_one.nwb"), "r") as io:
         assert io.read().processing["codec"]["predicted_rates"].unit == "Hz"  # a rate model, not spikes per bin
+
+
+@pytest.fixture(scope="module")
+def two_stimuli(tmp_path_factory):
+    """A spike recording with two stimuli, a model, and modes of its natural-scene contributions."""
+    from _nwbio_helpers import natural_recording, whitenoise_recording
+
+    from retina_codec.recordings.nwb import write_nwb
+
+    d = tmp_path_factory.mktemp("two_stimuli")
+    write_nwb([natural_recording(t=240), whitenoise_recording(t=240)], d / "rec.nwb")
+    for name, seed in (("model", 0), ("other", 1)):
+        torch.manual_seed(seed)
+        m = BNCNN(n_cells=4, history=HIST, frame_shape=(5, 7), channels=(3, 2), kernel_sizes=(3, 3)).eval()
+        m.norm_stats = (0.5, 0.29)
+        save_model(m, d / name)
+    assert main(["-q", "contributions", str(d / "model"), str(d / "rec.nwb"), "--stimulus", "natural",
+                 "--split", "train", "--max-bins", "60", "--steps", "2", "--device", "cpu",
+                 "--out", str(d / "contrib.h5")]) == 0
+    assert _modes(d, "contrib.h5", "modes.h5") == 0
+    return d
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--stimulus", "whitenoise", "--model", "model"], "stimulus 'natural'"),
+    (["--stimulus", "natural", "--model", "other"], "not the model"),
+])
+def test_rf_refuses_modes_of_another_stimulus_or_model(two_stimuli, capsys, extra, message):
+    # the modes' bins index the movie (and the loadings the model) the contributions were computed on: another
+    # stimulus or model gives conditioned RFs over unrelated frames, silently
+    d = two_stimuli
+    i = extra.index("--model")
+    args = ["-q", "rf", str(d / extra[i + 1]), str(d / "rec.nwb"), *extra[:i], "--modes", str(d / "modes.h5"),
+            "--model-sta-samples", "0", "--device", "cpu", "--no-figures", "--out", str(d / "rf.h5")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (d / "rf.h5").exists()
+    args[2 + 0] = str(d / "model")
+    args[args.index("--stimulus") + 1] = "natural"
+    assert main(args) == 0 and (d / "rf.h5").exists()  # the matching model and stimulus run
+    (d / "rf.h5").unlink()

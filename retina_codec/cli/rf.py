@@ -78,6 +78,25 @@ def _cells(arg: list[str] | None, ids: list[str]) -> list[int] | None:
     return out
 
 
+def _check_modes_link(path: str, stimulus: str, model: Any) -> None:
+    """A :class:`~retina_codec.errors.ModesError` when the modes file's contributions were computed on another
+    stimulus or with another model (its bins index that movie, its loadings that model's units)."""
+    from ..contributions.store import model_hash
+    from ..errors import ModesError
+    from ..modes.store import read_modes
+
+    link = read_modes(path).attrs.get("contributions_attrs") or {}
+    source = link.get("source") if isinstance(link, dict) else None
+    theirs = source.get("stimulus") if isinstance(source, dict) else None
+    if theirs is not None and str(theirs) != stimulus:
+        raise ModesError(f"--modes: {path} holds modes of contributions to stimulus {theirs!r}, not {stimulus!r}; "
+                         f"pass --stimulus {theirs}")
+    stored = link.get("model_hash") if isinstance(link, dict) else None
+    if stored is not None and str(stored) != model_hash(model):
+        raise ModesError(f"--modes: the model is not the model the contributions of {path} were computed with "
+                         f"(model hash {model_hash(model)[:12]}… vs {str(stored)[:12]}…)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Compute, store and plot; returns 0."""
 
@@ -95,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             rec.split_bins(args.split)  # raises UnknownIntervalError naming the available splits
         loadings = bins = names = None
         if args.modes:
+            _check_modes_link(args.modes, rec.stimulus_name, model)
             loadings, bins, names = read_loadings(args.modes)
         results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split or "test",
                               threshold=args.threshold, max_combinations=args.max_combinations, keep=args.keep,
@@ -108,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
              "offset": int(getattr(model.input_spec, "offset", 1))}
     write_rf(args.out, attrs=attrs, **{k: v for k, v in results.items() if k != "cell_names"})
     log.info("wrote %s (%s)", args.out, ", ".join(k for k, v in results.items() if v is not None))
+    if results["sta"] is None:
+        log.info("no STA: the responses of %s are rates (%s), not spike counts", args.recording, rec.response_unit)
     if not args.no_figures:
         fig_dir = Path(args.figures) if args.figures else Path(args.out).with_name(Path(args.out).stem + "_figures")
         written = write_figures(results, fig_dir, mode_names=names, frame_rate=rec.frame_rate)
