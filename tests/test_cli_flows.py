@@ -79,6 +79,9 @@ def test_commands_take_responses_for_a_file_with_two_rate_series(imaging, capsys
                  "--out", str(d / "rf_two.h5")]) == 0
     assert (d / "rf_two.h5").exists()
     assert "no STA: the responses of" in caplog.text and "rates (Hz)" in caplog.text  # skipped, and said why
+    assert main(["-q", "convert", str(d / "two.nwb"), str(d / "two_copy.nwb"), "--responses", "rates"]) == 0
+    with read_nwb(d / "two.nwb", responses="rates") as rec, read_nwb(d / "two_copy.nwb") as copy:
+        np.testing.assert_allclose(copy.responses, rec.responses, rtol=1e-6)
 
 
 def test_modes_nwb_copy_of_an_imaging_recording_reads_back_with_its_own_rates(imaging):
@@ -145,3 +148,39 @@ def test_rf_refuses_modes_of_another_stimulus_or_model(two_stimuli, capsys, extr
     args[args.index("--stimulus") + 1] = "natural"
     assert main(args) == 0 and (d / "rf.h5").exists()  # the matching model and stimulus run
     (d / "rf.h5").unlink()
+
+
+def test_a_contributions_run_that_fails_before_its_first_chunk_leaves_no_partial_file(imaging, capsys):
+    # an out-of-range cell is found on the first chunk; the empty partial file it left made the next run say
+    # "partial file from different settings; starting over"
+    d = imaging
+    assert _contrib(d, "one.nwb", "bad.h5", "--target", "cells", "--cells", "0", "9") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cell index 9 out of range" in err[0]
+    assert not list(d.glob("bad.h5*"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--baseline", "nan"], "baseline: expected finite"),
+    (["--max-bins", "0"], "--max-bins: expected at least 1"),
+])
+def test_contributions_settings_that_give_no_numbers_are_one_line_errors(imaging, capsys, extra, message):
+    d = imaging
+    args = ["-q", "contributions", str(d / "model"), str(d / "one.nwb"), "--split", "train", "--steps", "2",
+            "--device", "cpu", "--out", str(d / "bad.h5"), *extra]
+    if "--max-bins" not in extra:
+        args += ["--max-bins", "20"]
+    assert main(args) == 2  # a NaN baseline wrote a store of NaNs and exited 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not list(d.glob("bad.h5*"))
+
+
+def test_modes_names_the_target_index_option_of_a_per_cell_store(imaging, capsys):
+    d = imaging
+    assert _contrib(d, "one.nwb", "cells.h5", "--target", "cells", "--cells", "0", "2") == 0
+    assert _modes(d, "cells.h5", "m_cells.h5") == 2
+    assert "--target-index" in capsys.readouterr().err
+    assert _modes(d, "cells.h5", "m_cells.h5", "--target-index", "2") == 2
+    assert "--target-index" in capsys.readouterr().err
+    assert _modes(d, "cells.h5", "m_cells.h5", "--target-index", "1") == 0

@@ -116,6 +116,8 @@ def _run(args: argparse.Namespace) -> int:
     split = None if args.split == "all" else args.split
     full_split = split
     if args.max_bins is not None:
+        if args.max_bins < 1:
+            raise ValueError(f"--max-bins: expected at least 1 bin, found {args.max_bins}")
         spec = getattr(model, "input_spec", None)
         split = rec.head_interval(split, args.max_bins, int(getattr(spec, "history", 40)),
                                   int(getattr(spec, "offset", 1)))

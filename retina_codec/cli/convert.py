@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="lab h5: fraction at the end of the train movie used for validation (default 0.1)")
     p.add_argument("--stimulus", nargs="+", default=None, metavar="NAME",
                    help="NWB input: stimulus series to keep (default: all)")
+    p.add_argument("--responses", default=None,
+                   help="NWB input: 'units' or the name of a rate series, when the file has several (default: automatic)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=run)
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         recs = []
         try:
             for n in names or [None]:
-                recs.append(read_nwb(args.input, stimulus=n))
+                recs.append(read_nwb(args.input, stimulus=n, responses=args.responses))
         except BaseException:
             for r in recs:
                 r.close()

@@ -138,6 +138,8 @@ class ContributionEngine:
             raise ValueError(f"layers: names must be unique, found {self.layers}")
         self.target: Target = make_target(target)
         self.method: Method = make_method(method, steps, rule)
+        if not bool(torch.isfinite(torch.as_tensor(baseline)).all()):
+            raise ValueError("baseline: expected finite values, found NaN or inf")
         self.baseline = baseline
         self.reduce = normalize_reduce(reduce)
         self.device = resolve_device(device)

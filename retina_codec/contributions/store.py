@@ -323,6 +323,12 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
                     bar.update(1)
             bar.close()
             finished = new == len(todo)
+        except BaseException:
+            if writer.n_done() == 0:  # nothing to resume (e.g. a bad cell index found on the first chunk)
+                writer.close()
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            raise
         finally:
             writer.close()
     if not finished:

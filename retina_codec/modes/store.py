@@ -99,9 +99,10 @@ def read_layer_contributions(path: str | os.PathLike, layer: str,
             n_targets = ds.shape[1]
             if target_index is None:
                 raise ModesError(f"{path}: layer {layer!r} holds per-target contributions {ds.shape}; "
-                                 f"choose target_index in [0, {n_targets})")
+                                 f"choose target_index in [0, {n_targets}) (CLI: --target-index)")
             if not 0 <= target_index < n_targets:
-                raise ModesError(f"target_index: expected a value in [0, {n_targets}); found {target_index}")
+                raise ModesError(f"target_index (CLI: --target-index): expected a value in [0, {n_targets}); "
+                                 f"found {target_index}")
             x = ds[:, target_index]
         else:
             if target_index not in (None, 0):
