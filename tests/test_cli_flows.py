@@ -163,6 +163,7 @@ def test_a_contributions_run_that_fails_before_its_first_chunk_leaves_no_partial
 @pytest.mark.parametrize("extra, message", [
     (["--baseline", "nan"], "baseline: expected finite"),
     (["--max-bins", "0"], "--max-bins: expected at least 1"),
+    (["--batch-size", "many"], "--batch-size: expected a positive integer"),
 ])
 def test_contributions_settings_that_give_no_numbers_are_one_line_errors(imaging, capsys, extra, message):
     d = imaging
@@ -184,3 +185,17 @@ def test_modes_names_the_target_index_option_of_a_per_cell_store(imaging, capsys
     assert _modes(d, "cells.h5", "m_cells.h5", "--target-index", "2") == 2
     assert "--target-index" in capsys.readouterr().err
     assert _modes(d, "cells.h5", "m_cells.h5", "--target-index", "1") == 0
+
+
+@pytest.mark.parametrize("extra, reference", [
+    ([], "'train' split"),  # --max-bins: the moments still come from the whole split
+    (["--reference-split", "validation"], "'validation' split"),
+])
+def test_surprisal_store_records_which_split_gave_its_moments(imaging, extra, reference):
+    import h5py
+
+    d = imaging
+    out = f"ref{len(extra)}.h5"
+    assert _contrib(d, "one.nwb", out, *extra) == 0
+    with h5py.File(d / out, "r") as f:
+        assert reference in f.attrs["surprisal_reference"] and "'movie'" in f.attrs["surprisal_reference"]

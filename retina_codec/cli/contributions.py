@@ -125,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
     if not layers:
         raise ValueError("--layers: the model names no hidden layers; give layer names")
     reduce = None if [r.lower() for r in args.reduce] == ["none"] else args.reduce
+    if args.batch_size != "auto" and not args.batch_size.isdigit():
+        raise ValueError(f"--batch-size: expected a positive integer or 'auto', found {args.batch_size!r}")
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     from ..contributions.sources import as_source
@@ -134,11 +136,15 @@ def _run(args: argparse.Namespace) -> int:
         reference = as_source(rec, model, split=None if args.reference_split == "all" else args.reference_split)
     elif args.max_bins is not None:  # surprisal moments from the whole split, not only its first bins
         reference = as_source(rec, model, split=full_split)
+    attrs = {"model_path": str(args.model), "recording_path": str(args.recording)}
+    if args.target.lower() == "surprisal":  # which model rates gave the surprisal's mean and covariance
+        attrs["surprisal_reference"] = (f"model rates over the {args.reference_split or args.split!r} split of "
+                                        f"stimulus {rec.stimulus_name!r}")
     out = write_contributions(
         model, rec, args.out, layers, target=_target(args), method=args.method, steps=args.steps,
         rule=args.rule, baseline=args.baseline, reduce=reduce, batch_size=batch, device=args.device,
         dtype=dtype, split=split, reference=reference, resume=not args.no_resume,
-        attrs={"model_path": str(args.model), "recording_path": str(args.recording)},
+        attrs=attrs,
         fast_conv=args.fast_conv, channels_last=args.channels_last or None, autocast=args.autocast,
         batched_backward=args.batched_backward,
     )
