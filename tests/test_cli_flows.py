@@ -3,6 +3,7 @@ modes → rf), each on a tiny file, checking what the commands write and say."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -20,20 +21,20 @@ T, H, W, N, HIST = 200, 6, 8, 3, 6
 
 
 def _imaging_nwb(path, second_series: bool = False):
-    """An imaging-style file: a uint8 movie at 100 Hz and ROI rates (Hz) at 50 Hz, no spikes."""
+    """An imaging-style file: a uint8 movie at 60 Hz and ROI rates (Hz) at 30 Hz, no spikes."""
     from pynwb.testing.mock.file import mock_NWBFile
     from pynwb.testing.mock.ophys import mock_PlaneSegmentation, mock_RoiResponseSeries
 
     rng = np.random.default_rng(0)
     f = mock_NWBFile()
     f.add_stimulus(optical_series("movie", rng.integers(0, 256, (T, W, H), dtype=np.uint8), starting_time=0.0,
-                                  rate=100.0))
+                                  rate=60.0))
     plane = mock_PlaneSegmentation(n_rois=N, nwbfile=f)
     rates = rng.gamma(2.0, 5.0, (T // 2 + 1, N))  # the last sample covers the last frame
-    mock_RoiResponseSeries(name="rates", data=rates, unit="Hz", rate=50.0, starting_time=0.0,
+    mock_RoiResponseSeries(name="rates", data=rates, unit="Hz", rate=30.0, starting_time=0.0,
                            plane_segmentation=plane, nwbfile=f)
     if second_series:
-        mock_RoiResponseSeries(name="dff", data=rates / 10.0, rate=50.0, starting_time=0.0,
+        mock_RoiResponseSeries(name="dff", data=rates / 10.0, rate=30.0, starting_time=0.0,
                                plane_segmentation=plane, nwbfile=f)
     return write_nwbfile(f, path)
 
@@ -199,3 +200,29 @@ def test_surprisal_store_records_which_split_gave_its_moments(imaging, extra, re
     assert _contrib(d, "one.nwb", out, *extra) == 0
     with h5py.File(d / out, "r") as f:
         assert reference in f.attrs["surprisal_reference"] and "'movie'" in f.attrs["surprisal_reference"]
+
+
+def test_rf_store_carries_what_its_figures_need(imaging):
+    # figures/conditioned_rfs.py reads cell ids, frame rate and mode names from the store's attributes; the CLI
+    # wrote none of them (lags drawn at 100 Hz for a 60 Hz movie, cells only by index)
+    import h5py
+
+    from retina_codec.modes.store import read_loadings
+    from retina_codec.report.figures import conditioned_gallery
+
+    d = imaging
+    if not (d / "m_one.h5").exists():
+        assert _contrib(d, "one.nwb", "c_one.h5") == 0
+        assert _modes(d, "c_one.h5", "m_one.h5") == 0
+    with read_nwb(d / "one.nwb") as rec:
+        ids, rate = rec.cell_ids, rec.frame_rate
+    assert main(["-q", "rf", str(d / "model"), str(d / "one.nwb"), "--modes", str(d / "m_one.h5"), "--cells",
+                 ids[2], ids[0], "--model-sta-samples", "0", "--device", "cpu", "--no-figures",
+                 "--out", str(d / "rf_one.h5")]) == 0
+    with h5py.File(d / "rf_one.h5", "r") as f:
+        a = dict(f.attrs)
+    assert a["frame_rate"] == pytest.approx(rate) and rate == pytest.approx(60.0)
+    assert json.loads(a["cell_ids"]) == [ids[2], ids[0]] and json.loads(a["cells"]) == [2, 0]
+    assert json.loads(a["mode_names"]) == read_loadings(d / "m_one.h5")[2]
+    assert a["layer"] == "conv2" and a["stimulus"] == "movie"
+    assert conditioned_gallery(d / "rf_one.h5", ids[0], d / "gallery.png") and (d / "gallery.png").exists()

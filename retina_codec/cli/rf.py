@@ -10,6 +10,7 @@ CODEC Fig. 8-style gallery per cell) into ``--figures`` (default: ``<out stem>_f
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,16 @@ def _cells(arg: list[str] | None, ids: list[str]) -> list[int] | None:
     return out
 
 
-def _check_modes_link(path: str, stimulus: str, model: Any) -> None:
-    """A :class:`~retina_codec.errors.ModesError` when the modes file's contributions were computed on another
-    stimulus or with another model (its bins index that movie, its loadings that model's units)."""
+def _check_modes_link(path: str, stimulus: str, model: Any) -> dict[str, Any]:
+    """The modes file's attributes; a :class:`~retina_codec.errors.ModesError` when its contributions were
+    computed on another stimulus or with another model (its bins index that movie, its loadings that model's
+    units)."""
     from ..contributions.store import model_hash
     from ..errors import ModesError
     from ..modes.store import read_modes
 
-    link = read_modes(path).attrs.get("contributions_attrs") or {}
+    attrs = read_modes(path).attrs
+    link = attrs.get("contributions_attrs") or {}
     source = link.get("source") if isinstance(link, dict) else None
     theirs = source.get("stimulus") if isinstance(source, dict) else None
     if theirs is not None and str(theirs) != stimulus:
@@ -95,6 +98,7 @@ def _check_modes_link(path: str, stimulus: str, model: Any) -> None:
     if stored is not None and str(stored) != model_hash(model):
         raise ModesError(f"--modes: the model is not the model the contributions of {path} were computed with "
                          f"(model hash {model_hash(model)[:12]}… vs {str(stored)[:12]}…)")
+    return attrs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
         if args.split is not None and args.split not in rec.intervals:  # a misspelt split is not "every bin"
             rec.split_bins(args.split)  # raises UnknownIntervalError naming the available splits
         loadings = bins = names = None
+        modes_attrs: dict[str, Any] = {}
         if args.modes:
-            _check_modes_link(args.modes, rec.stimulus_name, model)
+            modes_attrs = _check_modes_link(args.modes, rec.stimulus_name, model)
             loadings, bins, names = read_loadings(args.modes)
         results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split or "test",
                               threshold=args.threshold, max_combinations=args.max_combinations, keep=args.keep,
@@ -125,7 +130,12 @@ def run(args: argparse.Namespace) -> int:
     attrs = {"method": "rf", "model": str(args.model), "model_hash": model_hash(model),
              "recording": str(args.recording), "modes": str(args.modes or ""), "threshold": args.threshold,
              "keep": args.keep, "history": int(model.input_spec.history),
-             "offset": int(getattr(model.input_spec, "offset", 1))}
+             "offset": int(getattr(model.input_spec, "offset", 1)), "stimulus": rec.stimulus_name,
+             "frame_rate": float(rec.frame_rate),  # what the figures (figures/, report) read: lags, ids, names
+             "cells": json.dumps(cells if cells is not None else list(range(len(results["cell_names"])))),
+             "cell_ids": json.dumps(results["cell_names"])}
+    if args.modes:
+        attrs.update({"mode_names": json.dumps(names), "layer": str(modes_attrs.get("layer", ""))})
     write_rf(args.out, attrs=attrs, **{k: v for k, v in results.items() if k != "cell_names"})
     log.info("wrote %s (%s)", args.out, ", ".join(k for k, v in results.items() if v is not None))
     if results["sta"] is None:
