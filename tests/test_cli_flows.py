@@ -226,3 +226,26 @@ def test_rf_store_carries_what_its_figures_need(imaging):
     assert json.loads(a["mode_names"]) == read_loadings(d / "m_one.h5")[2]
     assert a["layer"] == "conv2" and a["stimulus"] == "movie"
     assert conditioned_gallery(d / "rf_one.h5", ids[0], d / "gallery.png") and (d / "gallery.png").exists()
+
+
+def test_fit_with_changed_settings_after_an_interruption_says_how_to_start_over(tmp_path, capsys, monkeypatch):
+    # the resume state's error told CLI users to "use another checkpoint_dir", an option fit does not have
+    from _nwbio_helpers import natural_recording
+
+    from retina_codec.models import build_model
+    from retina_codec.models.fitting import SMALL_CONFIG, fit
+    from retina_codec.recordings.nwb import write_nwb
+
+    monkeypatch.setenv("RETINA_CODEC_QUIET", "1")
+    rec = natural_recording(t=120, h=16, w=16, ground_truth=False)
+    write_nwb(rec, tmp_path / "rec.nwb")
+    torch.manual_seed(0)
+    model = build_model("BNCNN", {"n_cells": rec.n_cells, "frame_shape": [16, 16], **SMALL_CONFIG, "history": 4})
+    state = tmp_path / "out" / ".fit_state"
+    fit(rec, model, epochs=1, batch_size=16, steps_per_epoch=1, device="cpu", checkpoint_dir=state, quiet=True)
+    assert (state / "fit_state.pt").exists()  # as an interrupted `retina-codec fit --out out` leaves it
+    args = ["-q", "fit", str(tmp_path / "rec.nwb"), "--out", str(tmp_path / "out"), "--small", "--history", "4",
+            "--epochs", "1", "--batch-size", "16", "--steps-per-epoch", "1", "--device", "cpu", "--lr", "0.01"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lr" in err[0] and f"delete {state}" in err[0], err

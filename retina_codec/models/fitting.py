@@ -407,7 +407,8 @@ def _load_resume(path: Path, settings: dict[str, Any], model: RetinaModel, optim
     if diff:
         raise CheckpointError(
             f"{path}: resume state was written with different settings ({', '.join(diff)}: saved "
-            f"{[saved.get(k) for k in diff]}, now {[now.get(k) for k in diff]}); use another checkpoint_dir"
+            f"{[saved.get(k) for k in diff]}, now {[now.get(k) for k in diff]}); use another checkpoint_dir (CLI: "
+            f"--out), or delete {path.parent} to start over"
         )
     model.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])  # moves the state to the parameters' device
