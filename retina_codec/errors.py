@@ -104,3 +104,11 @@ class NonFiniteResponsesError(RecordingError):
 
 class DeviceError(RetinaCodecError, ValueError):
     """A device name torch does not know, or CUDA asked for on a machine without it."""
+
+
+class StoreReadError(RetinaCodecError, OSError):
+    """A result store (HDF5 or JSON) could not be read: missing, truncated or malformed; names the file."""
+
+
+class UnknownCellError(RetinaCodecError, ValueError):
+    """A cell asked for by id or index that the recording does not have."""

@@ -34,7 +34,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_parser", "run", "DemoSettings", "Demo", "STAGES", "default_model_path"]
+__all__ = ["add_parser", "run", "DemoSettings", "Demo", "STAGES", "default_model_path", "check_out_folder"]
 
 SHIPPED_MODEL = Path("models") / "bncnn-sim-default"
 NATURAL, WHITE = "naturalscene", "whitenoise"
@@ -591,9 +591,23 @@ class Demo:
             write_rf(path, attrs=attrs, **groups)
 
     def _rf_cells(self) -> list[int]:
+        """Indices of the ``--rf-cells`` (ids, or indices into the recording's cells; default: the first cell
+        of each type); an unknown one is an :class:`~retina_codec.errors.UnknownCellError`."""
+        from ..errors import UnknownCellError
+
         rec = self.recording(NATURAL)
         if self.settings.rf_cells:
-            return [rec.cell_ids.index(c) if c in rec.cell_ids else int(c) for c in self.settings.rf_cells]
+            out = []
+            for c in self.settings.rf_cells:
+                if c in rec.cell_ids:
+                    out.append(rec.cell_ids.index(c))
+                elif str(c).isdigit() and int(c) < rec.n_cells:
+                    out.append(int(c))
+                else:
+                    raise UnknownCellError(
+                        f"--rf-cells {c}: not a cell id or index (0-{rec.n_cells - 1}) of {self.paths.recording.name}; "
+                        f"ids: {', '.join(rec.cell_ids[:6])}{', ...' if rec.n_cells > 6 else ''}")
+            return out
         gt = rec.ground_truth
         return _first_of_each_type(list(gt.cell_types)) if gt is not None else list(range(min(4, rec.n_cells)))
 
@@ -726,11 +740,14 @@ class Demo:
 
         if self.settings.model and not self.settings.fit:
             check_model_path(Path(self.settings.model))  # fail before simulating anything
+        check_out_folder(self.paths.out)
         self.paths.out.mkdir(parents=True, exist_ok=True)
         try:
             with numpy_blas_single_thread():
                 for stage in STAGES:
                     getattr(self, f"stage_{stage}")()
+                    if stage == "recording" and self.settings.rf_cells:
+                        self._rf_cells()  # an unknown --rf-cells fails now, not after the long stages
         finally:
             self.close()
             if self._model is not None:
@@ -746,6 +763,30 @@ def check_model_path(path: Path) -> None:
     if not ok:
         raise CheckpointError(f"--model {path}: no fitted model there (expected a folder with model.json, as "
                               "written by 'retina-codec fit', or a torch-deep-retina .pt file)")
+
+
+#: names the demo writes in its folder (a folder holding only these, and hidden files such as the temporary
+#: files of an interrupted write, is a demo folder even before ``demo.json`` exists)
+DEMO_NAMES = ("demo.json", "simulated_retina_*.nwb", "model", "fit.h5", "contributions.h5",
+              "contributions.h5.*partial", "modes_*.h5", "modes_*_summary.json", "rf.h5", "rf_conditioned_*.h5",
+              "classifiers", "report.html", "report_figures")
+
+
+def check_out_folder(out: Path) -> None:
+    """Raise :class:`~retina_codec.errors.OutputExistsError` when ``out`` is a file, or a folder with other
+    things in it than a demo's outputs and no ``demo.json`` (the demo would write, and replace, its stores
+    there: ``fit.h5``, ``report.html``, ...)."""
+    from ..errors import OutputExistsError
+
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out}: is a file (expected a folder for the demo's outputs)")
+    if not out.is_dir() or (out / "demo.json").exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir()
+                     if not p.name.startswith(".") and not any(p.match(g) for g in DEMO_NAMES))
+    if foreign:
+        raise OutputExistsError(f"--out {out}: not a demo folder (no demo.json; holds {', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}): choose a new or empty folder")
 
 
 def classifier_argv(out: Path, max_per_class: int | None = None) -> list[str] | None:

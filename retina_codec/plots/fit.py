@@ -29,7 +29,8 @@ def plot_fit_per_cell(panels: Mapping[str, tuple[np.ndarray, np.ndarray | None]]
                label="r with responses")
         if r_true is not None:
             ax.bar(x + w / 2, np.nan_to_num(r_true), w, color="#243447", label="r with true rate")
-        ax.set_ylim(min(0.0, float(np.nanmin(np.r_[r_resp, 0.0])) - 0.05), 1.0)
+        low = np.r_[r_resp, 0.0] if r_true is None else np.r_[r_resp, r_true, 0.0]
+        ax.set_ylim(min(0.0, float(np.nanmin(low)) - 0.05), 1.0)  # both bars' negative r stay in view
         ax.axhline(0, color="0.6", lw=0.6)
         ax.set_ylabel("Pearson r")
         means = f"mean {np.nanmean(r_resp):.2f}" + ("" if r_true is None else f" / {np.nanmean(r_true):.2f}")

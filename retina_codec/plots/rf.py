@@ -138,5 +138,7 @@ def plot_conditioned_gallery(conditioned: Any, cell: int, path: str | os.PathLik
         ax_t.axhline(0, color="0.7", lw=0.5)
         ax_t.set_yticks([])
         ax_t.tick_params(labelsize=5)
+        if r == nrows - 1 or i + ncols >= len(panels):  # the lowest time axis of each column
+            ax_t.set_xlabel("ms" if lags_s is not None else "frame", fontsize=6)
     fig.suptitle(f"mode-conditioned RFs, cell {cell_name if cell_name is not None else cell}", fontsize=9)
     _save(fig, path)

@@ -28,7 +28,8 @@ def plot_sta_model_truth(estimates: dict[str, np.ndarray], path: str | os.PathLi
     ``scores`` (name -> ``(C,)``) are written under the maps (e.g. r with the true filter).
     """
     names = list(estimates)
-    comps = {k: space_time_svd(np.nan_to_num(np.asarray(v, dtype=np.float64))) for k, v in estimates.items()}
+    # NaN (a silent cell's STA) stays NaN: blank panels, not the arbitrary singular vectors of a zero RF
+    comps = {k: space_time_svd(np.asarray(v, dtype=np.float64)) for k, v in estimates.items()}
     n = len(cell_ids)
     colors = ["#c0392b", "#1f5fa8", "k", "#2e8b57"]
     fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.9 * len(names) + 3.2, 1.9 * n + 0.3), squeeze=False,
@@ -51,7 +52,7 @@ def plot_sta_model_truth(estimates: dict[str, np.ndarray], path: str | os.PathLi
                 ax.set_xlabel(f"r = {scores[name][i]:.2f}", fontsize=7)
         ax = axes[i, -1]
         for j, name in enumerate(names):
-            tc = _box_time_course(np.nan_to_num(np.asarray(estimates[name][i], dtype=np.float64)))
+            tc = _box_time_course(np.asarray(estimates[name][i], dtype=np.float64))
             peak = np.nanmax(np.abs(tc)) if np.isfinite(tc).any() else 1.0
             ax.plot(x, tc / (peak or 1.0), color=colors[j % len(colors)], lw=1.0, label=name)
         ax.axhline(0, color="0.7", lw=0.5)

@@ -13,20 +13,20 @@ import base64
 import html
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from .._version import __version__
 from ..io_utils import atomic_path
 from ..progress import progress
 from . import figures as F
-from .stores import DemoFolder, decode_attrs, read_fit, read_json
+from .stores import DemoFolder, decode_attrs, open_h5, read_fit, read_json, store_errors
 from .threads import numpy_blas_single_thread
 
 __all__ = ["build_report", "Report"]
@@ -68,6 +68,8 @@ def fmt(v: Any, digits: int = 3) -> str:
         return esc(v)
     if not np.isfinite(f):
         return "–"
+    if 1e3 <= abs(f) < 1e15:  # counts and seconds in full (1,571 rather than 1.57e+03)
+        return f"{f:,.0f}"
     return f"{f:.{digits}g}" if abs(f) >= 1e-3 or f == 0 else f"{f:.2e}"
 
 
@@ -93,7 +95,7 @@ class Report:
 
     def figure(self, name: str, make: Callable[[Path], Any], caption: str) -> str:
         """Make ``fig_dir/name`` with ``make(path)`` and return a ``<figure>`` with it embedded (or a note)."""
-        path = self.fig_dir / name
+        path = self.fig_dir / re.sub(r"[^A-Za-z0-9._+-]", "_", name)  # names hold cell ids: no '/' or '..'
         try:
             make(path)
         except Exception as err:  # a broken store must not take the whole report down
@@ -195,7 +197,7 @@ def _contrib_section(rep: Report) -> str:
     d = rep.folder
     if not d.contributions.exists():
         return _missing("contributions", d.contributions)
-    with h5py.File(d.contributions, "r") as f:
+    with open_h5(d.contributions) as f:
         a = decode_attrs(f.attrs)
         n = int(f["bins"].shape[0])
         layers = list(f["contributions"])
@@ -207,7 +209,7 @@ def _contrib_section(rep: Report) -> str:
     fr = float(a.get("frame_rate", 100.0))
     body = (f"<p>{esc(a.get('method'))} ({esc(a.get('rule'))} rule, {fmt(a.get('steps'))} steps, baseline "
             f"{esc(a.get('baseline'))}) of every unit of each layer to the <b>{esc(tname)}</b>, for {fmt(n)} bins "
-            f"({n / fr:.0f} s) of the {esc(src.get('stimulus', ''))} recording, reduced by "
+            f"({fmt(n / fr)} s) of the {esc(src.get('stimulus', ''))} recording, reduced by "
             f"{esc(' + '.join(a.get('reduction') or []))}: each channel's negative and positive parts summed over "
             "space. Completeness: summed over a layer, the contributions equal F(x) − F(x₀).</p>")
     rows = [[k, "×".join(str(s) for s in shapes[k]), comp.get(k, {}).get("total_rel"),
@@ -215,7 +217,7 @@ def _contrib_section(rep: Report) -> str:
     body += table(["layer", "features per bin", "completeness error (total, rel.)", "median per bin (rel.)"], rows)
     for layer in layers:
         body += rep.figure(f"contributions_{layer}.png", lambda p, lyr=layer: F.contribution_heatmap(
-            d.contributions, lyr, p), f"{esc(layer)}: contributions over the first 10 s (channel k− = its "
+            d.contributions, lyr, p), f"{esc(layer)}: contributions over the first {fmt(min(n, round(10 * fr)) / fr)} s (channel k− = its "
                                       "negative part, k+ = its positive part); top: the target F(x).")
     return body
 
@@ -226,10 +228,13 @@ def _modes_section(rep: Report) -> str:
     if not layers:
         return "<p class='note'>No modes stores (<code>modes_&lt;layer&gt;.h5</code>) in this folder.</p>"
     rows = []
+    seconds = {}  # of loadings shown (the first 10 s at most)
     for layer in layers:
-        with h5py.File(d.modes(layer), "r") as f:
+        with open_h5(d.modes(layer)) as f:
             a = decode_attrs(f.attrs)
             n, k = f["loadings"].shape
+        fr = float(a.get("frame_rate", 100.0))
+        seconds[layer] = min(n, round(10 * fr)) / fr
         m = a.get("metrics", {})
         s = a.get("settings", {})
         rows.append([layer, a.get("kind"), s.get("sae", {}).get("n_latents") if isinstance(s.get("sae"), dict) else None,
@@ -244,7 +249,7 @@ def _modes_section(rep: Report) -> str:
                            f"{esc(layer)}: mode atoms (contribution pattern of each mode over the layer's "
                            "channels, negative and positive parts).")
         body += rep.figure(f"modes_loadings_{layer}.png", lambda p, lyr=layer: F.mode_loadings(d.modes(lyr), p),
-                           f"{esc(layer)}: loadings of the most active modes over the first 10 s.")
+                           f"{esc(layer)}: loadings of the most active modes over the first {fmt(seconds[layer])} s.")
     return body
 
 
@@ -275,7 +280,7 @@ def _correlation_section(rep: Report) -> str:
                 rows.append([f"cluster {int(c)}", ", ".join(s["cell_ids"][i] for i in idx),
                              ", ".join(f"{n} {t}" for t, n in types.items()), len(idx)])
             sil = cl.get("silhouette", {})
-            body += table(["cluster", "cells", "types", "cells"], rows, left=3)
+            body += table(["cluster", "cells", "types", "number of cells"], rows, left=3)
             body += (f"<p class='muted'>k = {fmt(cl['k'])} (silhouette "
                      + ", ".join(f"k={k}: {fmt(v, 2)}" for k, v in sil.items()) + ").</p>")
         elif s.get("clusters_error"):
@@ -287,7 +292,7 @@ def _rf_section(rep: Report) -> str:
     d = rep.folder
     if not d.rf.exists():
         return _missing("receptive fields", d.rf)
-    with h5py.File(d.rf, "r") as f:
+    with open_h5(d.rf) as f:
         a = decode_attrs(f.attrs)
         has = set(f)
         ln = {k: f["ln_truth"][k][...] for k in ("cell_ids", "r_sta", "r_model_sta")} if "ln_truth" in f else None
@@ -318,7 +323,7 @@ def _rf_section(rep: Report) -> str:
 
 def _conditioned_section(rep: Report) -> str:
     d = rep.folder
-    layers = [lyr for lyr in d.layers() if d.conditioned(lyr).exists()]
+    layers = d.conditioned_layers()
     if not layers:
         return "<p class='note'>No mode-conditioned RFs (<code>rf_conditioned_&lt;layer&gt;.h5</code>).</p>"
     body = ("<p>Instantaneous RFs (the gradient of a cell's rate with respect to its stimulus window at each "
@@ -326,7 +331,7 @@ def _conditioned_section(rep: Report) -> str:
             "whose exact set of active modes is a combination (CODEC Fig. 8). Shown: rank-1 spatial maps on a "
             "shared colour scale (red ON, blue OFF) with their time courses.</p>")
     for n, layer in enumerate(layers):
-        with h5py.File(d.conditioned(layer), "r") as f:
+        with open_h5(d.conditioned(layer)) as f:
             a = decode_attrs(f.attrs)
             n_bins = int(f["conditioned"].attrs.get("n_bins", 0))
         ids = a.get("cell_ids", [])
@@ -344,7 +349,7 @@ def _conditioned_section(rep: Report) -> str:
 
 def _sources_section(rep: Report) -> str:
     d = rep.folder
-    layers = [lyr for lyr in d.layers() if d.conditioned(lyr).exists()]
+    layers = d.conditioned_layers()
     if not layers:
         return "<p class='note'>No dynamic-RF sources (<code>rf_conditioned_&lt;layer&gt;.h5</code>).</p>"
     body = ("<p>How much of each cell's instantaneous-RF change over time the mode loadings explain (R² of "
@@ -354,7 +359,8 @@ def _sources_section(rep: Report) -> str:
     from ..rf.store import read_rf
 
     for layer in layers:
-        r = read_rf(d.conditioned(layer))
+        with store_errors(d.conditioned(layer)):
+            r = read_rf(d.conditioned(layer))
         a = decode_attrs(r["attrs"])
         src = r["sources"]
         ids, names = list(a.get("cell_ids", [])), [str(n) for n in a.get("mode_names", [])]
@@ -386,7 +392,8 @@ def _classifier_section(rep: Report) -> str:
         man = read_json(d.manifest) if d.manifest.exists() else {}
         note = (man.get("notes") or {}).get("classifiers")
         return f"<p class='note'>{esc(note)}</p>" if note else _missing("classifier comparison", d.classifiers)
-    stats, aliases, a = F.read_layer_stats(d.classifiers)
+    with store_errors(d.classifiers):
+        stats, aliases, a = F.read_layer_stats(d.classifiers)
     body = (f"<p>The same machinery on an image classifier ({esc(a.get('model'))}, {esc(a.get('model_class'))}; "
             f"top-1 accuracy {fmt(a.get('accuracy'))} on {fmt(a.get('n_images'))} images of {esc(a.get('images'))}): "
             f"{esc(a.get('method'))} contributions ({fmt(a.get('steps'))} steps) to the "
@@ -410,7 +417,7 @@ def _classifier_section(rep: Report) -> str:
         pass
     body += rep.figure("classifier_statistics.png", lambda p: F.classifier_statistics(d.classifiers, p),
                        "Per-layer statistics of contributions vs activations (mean ± s.d. over images).")
-    with h5py.File(d.classifiers, "r") as f:
+    with open_h5(d.classifiers) as f:
         if "interventions" in f:
             rows = []
             for src in f["interventions"]:

@@ -166,7 +166,7 @@ def rf_grid(rf_path: str | os.PathLike, out: str | os.PathLike, source: str = "r
     d = read_rf(rf_path)
     ids = decode_attrs(d["attrs"]).get("cell_ids")
     if source == "sta":
-        sp = space_time_svd(np.nan_to_num(np.asarray(d["sta"]["sta"]))).spatial[:, 0]
+        sp = space_time_svd(np.asarray(d["sta"]["sta"])).spatial[:, 0]  # a silent cell's NaN STA stays blank
         plot_rf_grid(sp, out, titles=ids, ncols=10, suptitle="STA from recorded spikes (white noise), rank-1 space")
         return str(out)
     r1 = d["rank1"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,29 @@ from typing import Any
 import h5py
 import numpy as np
 
-__all__ = ["FitStore", "read_fit", "read_json", "decode_attrs", "mode_order", "DemoFolder"]
+from ..errors import StoreReadError
+
+__all__ = ["FitStore", "read_fit", "read_json", "decode_attrs", "mode_order", "DemoFolder", "store_errors",
+           "open_h5"]
+
+
+@contextlib.contextmanager
+def store_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise a failure to read ``path`` inside the block (truncated HDF5, malformed JSON, a missing
+    dataset) as :class:`~retina_codec.errors.StoreReadError` naming the file."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as err:
+        if isinstance(err, StoreReadError):
+            raise
+        raise StoreReadError(f"{Path(path).name}: {type(err).__name__}: {err}") from err
+
+
+@contextlib.contextmanager
+def open_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """``h5py.File(path, "r")`` whose read errors (opening it or inside the block) name the file."""
+    with store_errors(path), h5py.File(path, "r") as f:
+        yield f
 
 
 def decode_attrs(attrs: Any) -> dict[str, Any]:
@@ -52,7 +75,7 @@ class FitStore:
 
 def read_fit(path: str | os.PathLike) -> FitStore:
     """Read ``fit.h5`` written by the demo's fit stage."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         stimuli = {}
         for name, g in f.items():
             if not isinstance(g, h5py.Group):
@@ -65,7 +88,8 @@ def read_fit(path: str | os.PathLike) -> FitStore:
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON store as a dict."""
-    return json.loads(Path(path).read_text())
+    with store_errors(path):
+        return json.loads(Path(path).read_text())
 
 
 def mode_order(loadings: np.ndarray, top: int | None = None) -> np.ndarray:
@@ -110,7 +134,7 @@ class DemoFolder:
         """Layers with a modes store, in the contribution store's order when it exists."""
         found = sorted(p.stem[len("modes_"):] for p in self.root.glob("modes_*.h5"))
         if self.contributions.exists():
-            with h5py.File(self.contributions, "r") as f:
+            with open_h5(self.contributions) as f:
                 attrs = decode_attrs(f.attrs)
             order = attrs.get("layers") or []
             if isinstance(order, list):
@@ -125,3 +149,10 @@ class DemoFolder:
 
     def conditioned(self, layer: str) -> Path:
         return self.root / f"rf_conditioned_{layer}.h5"
+
+    def conditioned_layers(self) -> list[str]:
+        """Layers with a mode-conditioned RF store (``rf_conditioned_<layer>.h5``): those with a modes store
+        first, in :meth:`layers` order, then the others (the RF store does not need its modes store)."""
+        found = sorted(p.stem[len("rf_conditioned_"):] for p in self.root.glob("rf_conditioned_*.h5"))
+        order = self.layers()
+        return [x for x in order if x in found] + [x for x in found if x not in order]
