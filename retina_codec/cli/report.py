@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report", help="write the self-contained HTML report of a demo folder",
         description="Read the stores of a demo folder (fit.h5, contributions.h5, modes_<layer>.h5, rf.h5, "
-                    "rf_conditioned_<layer>.h5, classifier_stats.json) and write one HTML file with every "
+                    "rf_conditioned_<layer>.h5, classifiers/stats.h5, demo.json) and write one HTML file with every "
                     "figure embedded.")
     p.add_argument("folder", help="demo output folder (retina-codec demo --out FOLDER)")
     p.add_argument("--out", default=None, help="HTML file to write (default: FOLDER/report.html)")

@@ -2,7 +2,7 @@
 
 Every number in the report is read from the folder's stores (``fit.h5``, ``contributions.h5``,
 ``modes_<layer>.h5`` and their ``_summary.json``, ``rf.h5``, ``rf_conditioned_<layer>.h5``,
-``classifier_stats.json``, ``demo.json``); a section whose store is missing says so instead.
+``classifiers/stats.h5``, ``demo.json``); a section whose store is missing says so instead.
 Figures are written to ``<folder>/report_figures/`` first (the same functions the ``figures/`` scripts
 call), then embedded.
 """
