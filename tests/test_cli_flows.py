@@ -20,8 +20,9 @@ TORCH_THREADS = 1
 T, H, W, N, HIST = 200, 6, 8, 3, 6
 
 
-def _imaging_nwb(path, second_series: bool = False):
-    """An imaging-style file: a uint8 movie at 60 Hz and ROI rates (Hz) at 30 Hz, no spikes."""
+def _imaging_nwb(path, second_series: bool = False, samples: int = T // 2 + 1):
+    """An imaging-style file: a uint8 movie at 60 Hz and ROI rates (Hz) at 30 Hz, no spikes (``T // 2 + 1``
+    samples cover the movie)."""
     from pynwb.testing.mock.file import mock_NWBFile
     from pynwb.testing.mock.ophys import mock_PlaneSegmentation, mock_RoiResponseSeries
 
@@ -30,7 +31,7 @@ def _imaging_nwb(path, second_series: bool = False):
     f.add_stimulus(optical_series("movie", rng.integers(0, 256, (T, W, H), dtype=np.uint8), starting_time=0.0,
                                   rate=60.0))
     plane = mock_PlaneSegmentation(n_rois=N, nwbfile=f)
-    rates = rng.gamma(2.0, 5.0, (T // 2 + 1, N))  # the last sample covers the last frame
+    rates = rng.gamma(2.0, 5.0, (samples, N))
     mock_RoiResponseSeries(name="rates", data=rates, unit="Hz", rate=30.0, starting_time=0.0,
                            plane_segmentation=plane, nwbfile=f)
     if second_series:
@@ -249,3 +250,17 @@ def test_fit_with_changed_settings_after_an_interruption_says_how_to_start_over(
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lr" in err[0] and f"delete {state}" in err[0], err
+
+
+def test_warnings_print_as_one_line_naming_the_command(tmp_path):
+    # a user saw the package's source path and the code line `rec = _read(nwbfile, path, ...)` under a warning
+    import subprocess
+    import sys
+
+    _imaging_nwb(tmp_path / "short.nwb", samples=T // 4)  # rates cover half the movie: a RuntimeWarning
+    run = subprocess.run([sys.executable, "-m", "retina_codec", "inspect", str(tmp_path / "short.nwb")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("retina-codec inspect: warning: ") for ln in lines), lines
+    assert any("covers frames 0.." in ln and ln.endswith("(RuntimeWarning)") for ln in lines), lines

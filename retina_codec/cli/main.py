@@ -11,7 +11,8 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import RetinaCodecError
@@ -56,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import os
 
         os.environ["RETINA_CODEC_QUIET"] = "1"
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning(args.command)  # no source path and code line for a CLI user
     try:
         return int(args.func(args) or 0)
     except RetinaCodecError as err:
@@ -67,6 +70,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"retina-codec {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _one_line_warning(command: str) -> Callable[..., str]:
+    """A :func:`warnings.formatwarning` printing ``retina-codec COMMAND: warning: MESSAGE (Category)``."""
+
+    def format_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+        return f"retina-codec {command}: warning: {message} ({category.__name__})\n"
+
+    return format_warning
 
 
 if __name__ == "__main__":
