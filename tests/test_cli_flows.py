@@ -264,3 +264,14 @@ def test_warnings_print_as_one_line_naming_the_command(tmp_path):
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert lines and all(ln.startswith("retina-codec inspect: warning: ") for ln in lines), lines
     assert any("covers frames 0.." in ln and ln.endswith("(RuntimeWarning)") for ln in lines), lines
+
+
+def test_a_lab_h5_file_given_where_nwb_is_read_says_to_convert_it(imaging, tmp_path, capsys):
+    # pynwb's "TypeError: Missing NWB version in file" did not tell the user what to do
+    from _nwbio_helpers import write_lab_h5
+
+    write_lab_h5(tmp_path / "naturalscene.h5")
+    assert main(["-q", "contributions", str(imaging / "model"), str(tmp_path / "naturalscene.h5"),
+                 "--out", str(tmp_path / "c.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Baccus-lab h5" in err[0] and "retina-codec convert" in err[0], err

@@ -98,7 +98,23 @@ def _open_nwb(path: str | os.PathLike) -> tuple[NWBHDF5IO, NWBFile, list[warning
                 io.close()
             except Exception:  # noqa: BLE001 - closing a half-open file may fail too
                 pass
+        if _is_lab_file(path):
+            raise FileFormatError(f"{path}: a Baccus-lab h5 file, not NWB; convert it first: retina-codec convert "
+                                  f"{path} OUT.nwb (Python: read_lab_h5)") from err
         raise FileFormatError(f"{path}: not a readable NWB file ({type(err).__name__}: {one_line(err)})") from err
+
+
+def _is_lab_file(path: Path) -> bool:
+    """True when ``path`` opens as HDF5 with the Baccus-lab layout (for a clearer error than pynwb's)."""
+    import h5py
+
+    from .labh5 import is_lab_h5
+
+    try:
+        with h5py.File(path, "r") as f:
+            return is_lab_h5(f)
+    except OSError:
+        return False
 
 
 def stimulus_series(nwbfile: NWBFile) -> dict[str, Any]:
