@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import RecordingError
+
 __all__ = ["FrameSource", "ArrayFrames", "H5Frames", "IndexedFrames", "ConcatFrames", "as_frame_source",
            "raw_frames"]
 
@@ -93,19 +95,27 @@ class H5Frames:
         t, a, b = (int(s) for s in dataset.shape)
         self.shape = (t, b, a) if transpose else (t, a, b)
         self.dtype = np.dtype(dataset.dtype)
+        self.filename = str(getattr(getattr(dataset, "file", None), "filename", "") or "<in memory>")
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, key: Any) -> np.ndarray:
+    def _read(self, key: Any) -> np.ndarray:
+        """Stored frames ``[a, b)`` as read; a closed file is a :class:`RecordingError` (h5py: RuntimeError)."""
         a, b = _as_slice(key, len(self))
-        raw = np.asarray(self.dataset[a:b])
+        if not getattr(getattr(self.dataset, "id", None), "valid", True):
+            raise RecordingError(f"{self.filename}: stimulus frames: the file is closed (the frames are read "
+                                 "lazily: use the recording inside 'with read_nwb(...) as rec:' or before "
+                                 "rec.close())")
+        return np.asarray(self.dataset[a:b])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        raw = self._read(key)
         return _to_float32(raw.transpose(0, 2, 1) if self.transpose else raw, self.scale, self.offset)
 
     def raw(self, key: Any) -> tuple[np.ndarray, float, float]:
         """Stored values of a slice as read from the file (``(n, H, W)``), with ``scale, offset``."""
-        a, b = _as_slice(key, len(self))
-        raw = np.asarray(self.dataset[a:b])
+        raw = self._read(key)
         return (raw.transpose(0, 2, 1) if self.transpose else raw), self.scale, self.offset
 
     def __repr__(self) -> str:

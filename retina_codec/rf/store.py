@@ -18,6 +18,7 @@ carries ``units`` / ``description`` attributes where known.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any
@@ -78,18 +79,24 @@ def _put_object(group: h5py.Group, obj: Any) -> None:
             _put(group, name, np.asarray(value))
 
 
+def _json_value(obj: Any) -> Any:
+    """NumPy arrays and scalars as lists / Python numbers for ``json.dumps``; anything else as its str."""
+    return obj.tolist() if isinstance(obj, (np.ndarray, np.generic)) else str(obj)
+
+
 def write_rf(path: str | os.PathLike, attrs: dict[str, Any] | None = None, **groups: Any) -> None:
     """Write results to ``path`` atomically: ``write_rf("rf.h5", attrs={...}, sta=res, conditioned=c)``.
 
     Each keyword becomes a group; values are dataclasses (their fields are stored) or dicts of arrays /
-    scalars. ``attrs`` go on the root (use them for model hash, recording path, method, steps...).
+    scalars. ``attrs`` go on the root (use them for model hash, recording path, method, steps...); lists
+    and dicts are stored as JSON strings.
     """
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         f.attrs["content"] = "retina-codec receptive fields"
         f.attrs["package_version"] = __version__
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v if isinstance(v, (str, int, float, bool, np.number)) else str(v)
+        for k, v in (attrs or {}).items():  # lists / dicts as JSON, which the readers (report, figures) decode
+            f.attrs[k] = v if isinstance(v, (str, int, float, bool, np.number)) else json.dumps(v, default=_json_value)
         for name, obj in groups.items():
             if obj is not None:
                 _put_object(f.create_group(name), obj)
