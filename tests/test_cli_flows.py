@@ -166,8 +166,9 @@ def test_a_contributions_run_that_fails_before_its_first_chunk_leaves_no_partial
     (["--baseline", "nan"], "baseline: expected finite"),
     (["--max-bins", "0"], "--max-bins: expected at least 1"),
     (["--batch-size", "many"], "--batch-size: expected a positive integer"),
+    (["--target", "surprisal", "--cells", "0", "1"], "--cells: only for --target cell / cells / sum"),
 ])
-def test_contributions_settings_that_give_no_numbers_are_one_line_errors(imaging, capsys, extra, message):
+def test_contributions_settings_that_give_no_or_misleading_numbers_are_one_line_errors(imaging, capsys, extra, message):
     d = imaging
     args = ["-q", "contributions", str(d / "model"), str(d / "one.nwb"), "--split", "train", "--steps", "2",
             "--device", "cpu", "--out", str(d / "bad.h5"), *extra]

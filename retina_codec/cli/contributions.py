@@ -79,6 +79,8 @@ def _target(args: argparse.Namespace) -> object:
     cells = args.cells
     if name in ("cell", "cells") and not cells:
         raise ValueError(f"--target {name}: give the cell indices with --cells")
+    if cells and name not in ("cell", "cells", "sum"):  # not silently ignored: surprisal takes every cell
+        raise ValueError(f"--cells: only for --target cell / cells / sum; --target {name} uses every output")
     if name == "cell":
         if len(cells) != 1:
             raise ValueError(f"--target cell: expected one index in --cells, found {len(cells)}")
