@@ -190,6 +190,16 @@ def test_modes_names_the_target_index_option_of_a_per_cell_store(imaging, capsys
     assert _modes(d, "cells.h5", "m_cells.h5", "--target-index", "1") == 0
 
 
+
+def test_modes_nwb_out_without_the_recording_is_an_error_not_ignored(imaging, capsys):
+    d = imaging
+    if not (d / "c_one.h5").exists():
+        assert _contrib(d, "one.nwb", "c_one.h5") == 0
+    assert _modes(d, "c_one.h5", "m_x.h5", "--nwb-out", str(d / "copy.nwb")) == 2  # wrote no copy, exit 0
+    assert "pass the recording with --nwb" in capsys.readouterr().err
+    assert not (d / "m_x.h5").exists() and not (d / "copy.nwb").exists()
+
+
 @pytest.mark.parametrize("extra, reference", [
     ([], "'train' split"),  # --max-bins: the moments still come from the whole split
     (["--reference-split", "validation"], "'validation' split"),

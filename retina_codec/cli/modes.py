@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import ModesError
 
         raise ModesError("--model: the predicted rates go into the NWB copy; pass --nwb as well")
+    if args.nwb_out and not args.nwb:
+        from ..errors import ModesError
+
+        raise ModesError("--nwb-out: names the NWB copy of the recording; pass the recording with --nwb as well")
     if args.nwb:  # check the recording and the copy's path before training, not after
         from pathlib import Path
 
