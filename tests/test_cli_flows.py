@@ -81,6 +81,8 @@ def test_commands_take_responses_for_a_file_with_two_rate_series(imaging, capsys
                  "--out", str(d / "rf_two.h5")]) == 0
     assert (d / "rf_two.h5").exists()
     assert "no STA: the responses of" in caplog.text and "rates (Hz)" in caplog.text  # skipped, and said why
+    wrote = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("wrote "))
+    assert wrote.endswith("(model_sta, rank1, gaussian, conditioned, sources)"), wrote  # the groups written
     assert main(["-q", "convert", str(d / "two.nwb"), str(d / "two_copy.nwb"), "--responses", "rates"]) == 0
     with read_nwb(d / "two.nwb", responses="rates") as rec, read_nwb(d / "two_copy.nwb") as copy:
         np.testing.assert_allclose(copy.responses, rec.responses, rtol=1e-6)

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if args.modes:
         attrs.update({"mode_names": json.dumps(names), "layer": str(modes_attrs.get("layer", ""))})
     write_rf(args.out, attrs=attrs, **{k: v for k, v in results.items() if k != "cell_names"})
-    log.info("wrote %s (%s)", args.out, ", ".join(k for k, v in results.items() if v is not None))
+    log.info("wrote %s (%s)", args.out, ", ".join(k for k, v in results.items() if v is not None and k != "cell_names"))
     if results["sta"] is None:
         log.info("no STA: the responses of %s are rates (%s), not spike counts", args.recording, rec.response_unit)
     if not args.no_figures:
