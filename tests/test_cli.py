@@ -96,3 +96,23 @@ def test_cli_with_cuda_on_a_cpu_machine_prints_one_line_naming_the_device(monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "CUDA is not available" in err[0]
     assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize("command", ["contributions", "rf", "modes"])
+def test_an_existing_result_is_not_replaced_without_overwrite(tmp_path, capsys, command):
+    from retina_codec.cli.main import main
+
+    out = tmp_path / "done.h5"
+    out.write_bytes(b"a finished store")
+    inputs = {"contributions": ["m", "r.nwb"], "rf": ["m", "r.nwb"], "modes": ["c.h5", "--layer", "conv2"]}[command]
+    if command == "modes":  # the modes command reads its contribution store before the output check
+        from test_modes_store import write_store
+
+        from retina_codec.modes.synthetic import planted_dictionary
+
+        write_store(tmp_path / "c.h5", planted_dictionary(n_samples=40, n_features=8, n_atoms=4, seed=0).X)
+        inputs[0] = str(tmp_path / "c.h5")
+    assert main(["-q", command, *inputs, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists already (pass --overwrite" in err[0]
+    assert out.read_bytes() == b"a finished store"

@@ -17,6 +17,7 @@ import os
 import sys
 
 from ..errors import RetinaCodecError
+from .outputs import add_overwrite_argument, check_output
 
 __all__ = ["add_parser", "run"]
 
@@ -32,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("model", help="model directory or checkpoint (retina_codec.models.load_model)")
     p.add_argument("recording", help="recording (.nwb)")
     p.add_argument("--out", required=True, help="output HDF5 file")
+    add_overwrite_argument(p)
     p.add_argument("--stimulus", default=None, help="stimulus series name in the NWB file")
     p.add_argument("--responses", default=None,
                    help="'units' or the name of a rate series, when the NWB file has several (default: automatic)")
@@ -113,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..recordings.nwb import read_nwb
 
+    check_output(args.out, args.overwrite)
     model = load_model(args.model, trust=args.trust)
     rec = read_nwb(args.recording, stimulus=args.stimulus, responses=args.responses)
     split = None if args.split == "all" else args.split

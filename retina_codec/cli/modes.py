@@ -15,6 +15,8 @@ import logging
 
 import numpy as np
 
+from .outputs import add_overwrite_argument, check_output
+
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--stimulus", default=None, help="stimulus series of the NWB file whose frame times the bins index")
     p.add_argument("--responses", default=None,
                    help="with --nwb: 'units' or the name of a rate series, when the file has several (default: automatic)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing NWB copy (--nwb-out)")
+    add_overwrite_argument(p, "--out (and NWB copy, --nwb-out)")
     p.add_argument("--model", default=None,
                    help="with --nwb: the model the contributions were computed with; its predicted rates at the "
                         "same bins go into the 'codec' module beside the loadings (checked against the store's "
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                                      f"the {len(rec.frame_times)} frames of {args.nwb}")
         if args.model:
             model = _checked_model(args, data.attrs.get("model_hash"))
+    check_output(args.out, args.overwrite)
     dec = ModeDecomposer(kind=args.kind, n_modes=args.n_modes, k=args.k, threshold=args.threshold, l1=args.l1,
                          center=args.center, validation_fraction=args.validation_fraction,
                          max_epochs=args.max_epochs, batch_size=args.batch_size,

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .outputs import add_overwrite_argument, check_output
+
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="fitted model checkpoint (retina-codec format)")
     p.add_argument("recording", help="recording (.nwb)")
     p.add_argument("--out", required=True, help="output HDF5 file (written under a temporary name, renamed)")
+    add_overwrite_argument(p)
     p.add_argument("--modes", help="modes file with per-bin loadings (datasets 'loadings' (T_b, K) and 'bins')")
     p.add_argument("--stimulus", help="stimulus series name in the NWB file (when it has several)")
     p.add_argument("--responses", default=None,
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..recordings.nwb import read_nwb
 
+    check_output(args.out, args.overwrite)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device, trust=args.trust)
     with read_nwb(args.recording, stimulus=args.stimulus, responses=args.responses) as rec:
