@@ -271,3 +271,20 @@ def test_rf_command_rejects_unknown_cells_and_splits_in_one_line(rf_cli_inputs, 
     assert len(err) == 1 and named in err[0] and extra[1] in err[0]
     assert not (tmp / "rf.h5").exists()
     assert main(["-q", "rf", *args, "--cells", "c2", "0", "--split", "test"]) == 0
+
+
+def test_sources_r2_never_exceeds_one_with_float32_irfs_and_many_modes():
+    # float32 IRFs that the loadings explain almost exactly, 44 modes on 100 bins: Σy² − β·Xᵀy fell below 0
+    worst = -1.0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        n, k, c, h, hh, ww = 100, 44, 2, 3, 5, 5
+        a = (rng.random((n, k)) < 0.1) * rng.random((n, k))
+        irf = (a @ rng.normal(size=(k, c * h * hh * ww))).reshape(n, c, h, hh, ww) + 3.0
+        irf += 1e-6 * rng.normal(size=irf.shape)
+        acc = SourcesAccumulator(k, c, h, (hh, ww))
+        acc.update(torch.tensor(irf, dtype=torch.float32), torch.tensor(a))
+        r2 = acc.result().r2_irf
+        assert np.all(r2 > 0.999)
+        worst = max(worst, float(np.max(r2)))
+    assert worst <= 1.0
