@@ -305,3 +305,27 @@ def test_cli_checks_a_missing_recording_before_training(cli_inputs, capsys, monk
     rc = main([*args[:-1], str(tmp_path / "nope.nwb"), "--out", str(tmp_path / "m.h5")])
     err = capsys.readouterr().err
     assert rc == 2 and "nope.nwb" in err and not (tmp_path / "m.h5").exists()
+
+
+def test_class_sweeps_skip_classes_the_intact_model_never_gets_right_with_a_warning():
+    # an untrained network (README's classify-stats with random weights) scored 0 on some class and the whole
+    # analysis failed at its end ("the unmodified model scores 0.0"); such classes have no ratio: skipped
+    from retina_codec.classifiers.selectivity import class_mode_sweeps
+
+    class Dec:
+        atoms_ = np.abs(np.random.default_rng(0).standard_normal((3, 16)))
+
+    torch.manual_seed(0)
+    model, x = _Net().eval(), torch.randn(12, 1, 5, 5)
+    with torch.no_grad():
+        pred = model(x).argmax(1).numpy()
+    y = pred.copy()
+    y[:4] = (pred[:4] + 1) % 3  # the model is wrong on these images
+    loadings = np.eye(3)[y] + 0.01 * np.random.default_rng(1).random((12, 3))  # mode k tracks class k
+    wrong = [c for c in range(3) if np.any(y == c) and not np.any((y == c) & (pred == c))]
+    right = [c for c in range(3) if np.any((y == c) & (pred == c))]
+    assert wrong and right, "the construction needs a class the model never gets right and one it does"
+    with pytest.warns(RuntimeWarning, match="skipped classes"):
+        sweeps = class_mode_sweeps(model, "c1", x, y, Dec(), loadings, y, "contributions", kinds=("ablate",),
+                                   fractions=(0.0, 1.0))
+    assert sorted(s.cls for s in sweeps) == right

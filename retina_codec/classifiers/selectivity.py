@@ -12,6 +12,7 @@ target), each relative to the intact model; the summary is the selectivity
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from torch import nn
 
 from ..errors import ModesError
 from ..modes import ModeDecomposer, activation_modes, class_correlations, intervention_sweep
-from ..modes.interventions import SweepResult, accuracy_on
+from ..modes.interventions import SweepResult, accuracy_on, model_outputs
 from ..stats.measures import net_channels
 from .adapters import channel_dim
 
@@ -82,6 +83,8 @@ def class_mode_sweeps(model: nn.Module, layer: str, x: torch.Tensor, labels: Any
     ``loadings (m, n_modes)`` with ``loading_labels (m,)`` choose each class's top mode (the images the
     modes were fitted on; classes no mode correlates with are skipped); the interventions are measured on
     ``x``. ``source`` says whether the atoms are E/I-split contribution atoms (2C) or activation atoms (C).
+    Classes the unmodified model never gets right on ``x`` (or whose other classes it never gets right) have
+    no accuracy ratio and are skipped with a warning (e.g. an untrained network).
     """
     y = np.asarray(labels).reshape(-1)
     cls_all, best, corr = top_class_modes(loadings, np.asarray(loading_labels).reshape(-1))
@@ -91,18 +94,27 @@ def class_mode_sweeps(model: nn.Module, layer: str, x: torch.Tensor, labels: Any
     out: list[ClassModeSweep] = []
     was = model.training
     model.eval()
+    unscorable: list[int] = []
     try:
+        with torch.no_grad():
+            base = model_outputs(model, x, batch_size)
         for c, m, r in zip(cls_all, best, corr):
             if int(c) not in wanted or not np.isfinite(r) or not np.any(y == c) or not np.any(y != c):
                 continue
             target = accuracy_on(y, [int(c)])
             off = accuracy_on(y, [int(k) for k in np.unique(y) if k != c])
+            if target(base) == 0 or off(base) == 0:
+                unscorable.append(int(c))
+                continue
             for kind in kinds:
                 sw = intervention_sweep(model, layer, decomposer.atoms_[m], x, target, off, kind=kind,
                                         fractions=fractions, ei_split=ei, channel_dim=cdim, batch_size=batch_size)
                 out.append(ClassModeSweep(source, kind, int(c), int(m), float(r), sw))
     finally:
         model.train(was)
+    if unscorable:
+        warnings.warn(f"class sweeps at {layer}: skipped classes {unscorable}: the unmodified model's accuracy on "
+                      "them (or on the other classes) is 0, so no ratio exists", RuntimeWarning, stacklevel=2)
     return out
 
 

@@ -26,7 +26,7 @@ from ..errors import ModesError
 from ..models.base import get_module
 
 __all__ = ["channel_weights", "top_channels", "zero_channels", "ablate_mode", "preserve_mode",
-           "SweepResult", "intervention_sweep", "mean_rate", "accuracy_on"]
+           "SweepResult", "intervention_sweep", "mean_rate", "accuracy_on", "model_outputs"]
 
 
 def channel_weights(atom: np.ndarray | torch.Tensor, n_channels: int, ei_split: bool = True) -> np.ndarray:
@@ -153,7 +153,8 @@ def _auc(x: np.ndarray, y: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def _outputs(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+def model_outputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model(inputs)`` in batches of ``batch_size`` on the model's device, float32 on the CPU."""
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     return torch.cat([model(inputs[i:i + batch_size].to(dev)).float().cpu()
                       for i in range(0, inputs.shape[0], batch_size)])
@@ -175,7 +176,7 @@ def intervention_sweep(model: nn.Module, layer: str, atom: np.ndarray | torch.Te
     ps = np.asarray(sorted(fractions), dtype=np.float64)
     if ps.size < 2 or ps[0] < 0 or ps[-1] > 1:
         raise ModesError(f"fractions: expected at least two values in [0, 1]; found {list(fractions)}")
-    base = _outputs(model, inputs, batch_size)
+    base = model_outputs(model, inputs, batch_size)
     b_t, b_o = target(base), off_target(base)
     if b_t == 0 or b_o == 0:
         raise ModesError(f"target/off_target: the unmodified model scores {b_t} / {b_o}; ratios need non-zero")
@@ -184,7 +185,7 @@ def intervention_sweep(model: nn.Module, layer: str, atom: np.ndarray | torch.Te
     o = np.empty(ps.size)
     for i, p in enumerate(ps):
         with ctx(model, layer, atom, float(p), ei_split=ei_split, n_channels=n_channels, channel_dim=channel_dim):
-            out = _outputs(model, inputs, batch_size)
+            out = model_outputs(model, inputs, batch_size)
         t[i], o[i] = target(out) / b_t, off_target(out) / b_o
     effect_t, effect_o = (1.0 - t, 1.0 - o) if kind == "ablate" else (t, o)
     auc_t, auc_o = _auc(ps, effect_t), _auc(ps, effect_o)
