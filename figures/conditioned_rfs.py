@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cell", required=True, help="cell id (e.g. on00) or index among the stored cells")
     p.add_argument("--out", required=True, help="PNG file to write")
     a = p.parse_args(argv)
-    print(figures.conditioned_gallery(a.rf, int(a.cell) if a.cell.isdigit() else a.cell, a.out))
+    print(figures.conditioned_gallery(a.rf, a.cell, a.out))
     return 0
 
 

@@ -113,3 +113,25 @@ def test_rf_command_reports_a_bad_modes_file_in_one_line(cli_inputs, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "loadings" in err[0]
     assert not (tmp / "x.h5").exists()
+
+
+def test_gallery_cell_is_an_id_first_then_an_index(tmp_path):
+    # lab / ROI ids are often digits: "--cell 1" meant index 1 (an IndexError with one stored cell), so a cell
+    # called "1" could not be chosen by its id
+    from retina_codec.report.figures import conditioned_gallery
+
+    path = tmp_path / "rf.h5"
+    write_rf(path, attrs={"history": 4, "cell_ids": ["1", "0"], "frame_rate": 100.0}, conditioned=_conditioned())
+    drawn = []
+    import retina_codec.plots.rf as prf
+
+    orig = prf.plot_conditioned_gallery
+    try:
+        prf.plot_conditioned_gallery = lambda cond, j, out, **kw: drawn.append((j, kw["cell_name"]))
+        for cell in ("0", "1", 1, "-1"):
+            conditioned_gallery(path, cell, tmp_path / "g.png")
+    finally:
+        prf.plot_conditioned_gallery = orig
+    assert drawn == [(1, "0 ( modes)"), (0, "1 ( modes)"), (1, "0 ( modes)"), (1, "0 ( modes)")]
+    with pytest.raises(ValueError, match="'7': not among the stored cells"):
+        conditioned_gallery(path, "7", tmp_path / "g.png")

@@ -179,14 +179,25 @@ def rf_grid(rf_path: str | os.PathLike, out: str | os.PathLike, source: str = "r
 
 
 def conditioned_gallery(cond_path: str | os.PathLike, cell: int | str, out: str | os.PathLike) -> str:
-    """CODEC Fig. 8-style gallery of one cell (index into the stored cells, or its id)."""
+    """CODEC Fig. 8-style gallery of one cell: its id among the stored cells, else an index into them.
+
+    A string is tried as an id first (lab and ROI ids are often digits: "0", "1"), then as an index; an
+    unknown cell is a ``ValueError`` naming the stored ids.
+    """
     from ..plots.rf import plot_conditioned_gallery
     from ..rf.store import read_rf
 
     d = read_rf(cond_path)
     a = decode_attrs(d["attrs"])
-    ids = list(a.get("cell_ids", []))
-    j = ids.index(cell) if isinstance(cell, str) else int(cell)
+    ids = [str(c) for c in a.get("cell_ids", [])]
+    n = int(np.shape(d["conditioned"]["mean_spatial"])[0])
+    if isinstance(cell, str) and cell in ids:
+        j = ids.index(cell)
+    elif str(cell).lstrip("-").isdigit() and -n <= int(cell) < n:
+        j = int(cell) % n
+    else:
+        raise ValueError(f"cell {cell!r}: not among the stored cells ({', '.join(ids) or f'{n} cells, no ids'})"
+                         f"{f' nor an index 0..{n - 1}' if n else ''}")
     lags = _lags_ms(int(a["history"]), int(a.get("offset", 1)), float(a.get("frame_rate", 100.0))) / 1e3
     names = [str(n) for n in a.get("mode_names", [])] or None
     plot_conditioned_gallery(d["conditioned"], j, out, mode_names=names, lags_s=lags,
