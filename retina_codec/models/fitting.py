@@ -187,6 +187,10 @@ def _split_bins(recording: Recording, train_split: str, val_split: str | None, h
     train = recording.window_bins(train_split, history, offset)
     if val_split is not None and val_split in recording.intervals:
         val = recording.window_bins(val_split, history, offset)
+        if len(val) == 0:
+            raise ValueError(f"split {val_split!r}: no bin has a whole {history}-frame history window (offset "
+                             f"{offset}) inside the movie; lengthen the interval or pass val_split=None to "
+                             f"validate on the last {val_fraction:g} of {train_split!r}")
         return train, val, val_split
     n_val = max(1, int(round(len(train) * val_fraction)))
     if len(train) - n_val < 2:
@@ -237,6 +241,8 @@ def fit(
     ``fit`` again with the same directory and settings continues where it stopped (``epochs`` may grow).
     """
     t_start = time.perf_counter()
+    if int(epochs) < 1:
+        raise ValueError(f"epochs: expected at least 1, found {epochs}")
     dev = resolve_device(device)
     if model is None:
         torch.manual_seed(seed)
