@@ -152,6 +152,36 @@ def measure(v: Variant, device: torch.device, steps: int, bf16: bool, warmup: in
     return rate, l0
 
 
+PEER_OF = {"topk": "topk-naive", "codec": "codec-naive"}
+
+
+def disagreement(v: Variant, device: torch.device, bf16: bool, batch: int = 64) -> float:
+    """Largest relative difference between variant ``v`` and its peer in the loss and every parameter
+    gradient of one training step on the same inputs from the same initialisation (eager, no optimizer).
+    ``nan`` when ``v`` has no peer."""
+    peer_kind = PEER_OF.get(v.kind)
+    if peer_kind is None or v.peer or v.trainer:
+        return float("nan")
+    x = torch.randn(batch, D, generator=torch.Generator().manual_seed(1)).to(device)
+    out = []
+    for kind, options in ((peer_kind, {}), (v.kind, v.options)):
+        torch.manual_seed(0)
+        with device:
+            sae = build(kind, options)
+        torch.manual_seed(2)  # the same dropout draws, if any
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = sae.training_loss(x, 0.5).loss
+        loss.float().backward()
+        out.append((loss.detach().float(), {n: q.grad for n, q in sae.named_parameters() if q.grad is not None}))
+    (l_p, g_p), (l_o, g_o) = out
+    if set(g_p) != set(g_o):
+        return float("inf")
+    errs = [float((l_o - l_p).abs() / l_p.abs().clamp_min(1e-12))]
+    errs += [float((g_o[n].float() - g_p[n].float()).abs().max() / g_p[n].float().abs().max().clamp_min(1e-12))
+             for n in g_p]
+    return max(errs)
+
+
 def variants(batches: tuple[int, ...], compile_rows: bool, gpu: bool) -> list[Variant]:
     """The table's rows: the peer first at each batch, then the variants compared with it."""
     rows = []
@@ -197,6 +227,7 @@ def large(device: torch.device, batches: tuple[int, ...], steps: int, bf16: bool
     t_start = time.perf_counter()
     rates: dict[tuple[str, str, int], float] = {}
     peers: dict[tuple[str, int], float] = {}
+    checked: dict[tuple, float] = {}  # (kind, options) -> disagreement with the peer
     print(f"  {'kind':11s} {'variant':36s} {'batch':>6s} {'samples/s':>13s} {'vs peer':>8s} {'L0':>6s} "
           f"{'row s':>6s}", flush=True)
     for v in variants(batches, compile_rows, device.type == "cuda"):
@@ -216,9 +247,17 @@ def large(device: torch.device, batches: tuple[int, ...], steps: int, bf16: bool
                 torch.cuda.empty_cache()
         if v.peer:
             peers[(v.kind, v.batch)] = rate
-        peer = peers.get(({"topk": "topk-naive", "codec": "codec-naive"}.get(v.kind, ""), v.batch))
+        peer = peers.get((PEER_OF.get(v.kind, ""), v.batch))
         rates[(v.kind, v.label, v.batch)] = rate
         ratio = f"{rate / peer:7.2f}x" if peer and not v.peer else "       -"
+        if peer and not v.peer and not v.trainer:  # a ratio only for a step that computes what the peer does
+            key = (v.kind, tuple(sorted(v.options.items())))
+            if key not in checked:
+                checked[key] = disagreement(v, device, bf16)
+            if not checked[key] <= (2e-2 if bf16 else 1e-4):
+                ratio = " DIFFERS"
+                print(f"  {v.kind:11s} {v.label:36s}: loss/gradients differ from the peer's by "
+                      f"{checked[key]:.1e} (relative); no ratio", flush=True)
         l0s = f"{l0:6.1f}" if np.isfinite(l0) else "     -"
         print(f"  {v.kind:11s} {v.label:36s} {v.batch:6d} {rate:13,.0f} {ratio} {l0s} "
               f"{time.perf_counter() - t_row:6.1f}", flush=True)

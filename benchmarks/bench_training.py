@@ -13,8 +13,10 @@ timed there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,6 +64,38 @@ def train_rate(model: nn.Module, batch: int, repeats: int, device: torch.device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return batch * repeats / (time.perf_counter() - t)
+
+
+def loss_and_grads(model: nn.Module, batch: int, device: torch.device,
+                   ctx: Any = lambda m: contextlib.nullcontext()) -> tuple[float, dict[str, torch.Tensor]]:
+    """Poisson loss and parameter gradients (by the plain model's names) of one training step on fixed
+    inputs and training noise, the step run inside ``ctx(model)``."""
+    h, hh, ww = model.input_spec.shape
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, h, hh, ww, generator=g).to(device)
+    y = torch.poisson(torch.full((batch, model.n_cells), 0.1), generator=g).to(device)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm running stats move
+    torch.manual_seed(2)  # the same training noise for both convolution paths
+    with ctx(model):
+        loss = nn.functional.poisson_nll_loss(model(x), y, log_input=False)
+        loss.backward()
+    model.load_state_dict(state)
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach()), grads
+
+
+def disagreement(ours: tuple[float, dict], peer: tuple[float, dict]) -> float:
+    """Largest relative difference in the loss and the parameter gradients (each gradient relative to its
+    own largest entry, floored at 1e-2 of the largest of all: a conv bias before a training-mode BatchNorm
+    has a gradient of 0 up to rounding)."""
+    errs = [abs(ours[0] - peer[0]) / max(abs(peer[0]), 1e-12)]
+    floor = 1e-2 * max(float(g.abs().max()) for g in peer[1].values())
+    for n, g in peer[1].items():
+        errs.append(float((ours[1][n] - g).abs().max()) / max(float(g.abs().max()), floor, 1e-30))
+    return max(errs)
 
 
 @torch.no_grad()
@@ -112,11 +146,21 @@ def main() -> None:
         with fft_inference(model):
             ev = eval_rate(model, args.batch, args.repeats, dev)
         no_fft = peer = float("nan")
+        ratio = "     -"
         if dev.type == "cpu":
             no_fft = train_rate(model, args.batch, args.repeats, dev)
-            peer = train_rate(with_plain_convs(model), args.batch, args.repeats, dev)
+            check_batch = min(args.batch, 16)
+            ours_grads = loss_and_grads(model, check_batch, dev, fft_convolutions)
+            plain = loss_and_grads(model, check_batch, dev)
+            peer_model = with_plain_convs(model)
+            peer_grads = loss_and_grads(peer_model, check_batch, dev)
+            err = max(disagreement(ours_grads, peer_grads), disagreement(plain, peer_grads))
+            peer = train_rate(peer_model, args.batch, args.repeats, dev)
+            ratio = f"{ours / peer:6.2f}" if err < 1e-3 else "DIFFERS"
+            if err >= 1e-3:
+                print(f"{name}: loss/gradients differ from the peer's by {err:.1e} (relative); no ratio")
         epoch_min = (n_train / ours + n_val / ev) / 60
-        print(f"{name:28s} {ours:12.1f} {no_fft:8.1f} {peer:12.1f} {ours / peer:6.2f} {ev:12.1f} "
+        print(f"{name:28s} {ours:12.1f} {no_fft:8.1f} {peer:12.1f} {ratio:>6s} {ev:12.1f} "
               f"{epoch_min:12.1f}")
     print("estimated full fit (default preset, full BN-CNN): epochs x the epoch time above; "
           "typically 10-30 epochs before early stopping")
