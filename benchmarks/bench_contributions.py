@@ -74,6 +74,30 @@ def captum_per_layer(model, x, layers, steps, chunk, device, target=None):
             lc.attribute(xb, target=tgt, n_steps=steps, method="riemann_trapezoid").sum().item()
 
 
+def captum_reference(model, x, layers, steps, device) -> dict:
+    """captum's per-unit conductance of every layer for the few samples ``x`` (target: sum of cells)."""
+    from captum.attr import LayerConductance
+
+    from retina_codec.contributions.hooks import resolve_module
+
+    fwd = lambda z: model(z).sum(1)  # noqa: E731
+    return {name: LayerConductance(fwd, resolve_module(model, name)).attribute(
+        x.to(device), n_steps=steps, method="riemann_trapezoid").detach().float().cpu().numpy() for name in layers}
+
+
+def disagreement(model, x, layers, steps, device, ref: dict, opts: dict) -> float:
+    """Largest relative difference (max |ours - captum| / max |captum| per layer) of our per-unit
+    contributions with rule "left" (captum's sum; the same gradient evaluations as the default rule)."""
+    import numpy as np
+
+    from retina_codec.contributions import contributions
+
+    res = contributions(model, x, layers, target="sum", steps=steps, rule="left", reduce=None,
+                        batch_size=len(x), device=device, quiet=True, **opts)
+    return max(float(np.abs(np.asarray(res[n]) - ref[n]).max() / max(np.abs(ref[n]).max(), 1e-30))
+               for n in layers)
+
+
 def _ours(model, x, layers, args, device, chunk, **opts):
     from retina_codec.contributions import contributions
 
@@ -136,15 +160,22 @@ def section_retina(args, device) -> None:
           + ", ".join(f"{r:,.0f} bins/s ({c} bins per call{', autotune' if t else ''})"
                       for (c, t), r in cap_rates.items())
           + f" -> best {cap:,.0f} bins/s")
+    xs = xc[:2]  # the agreement check: ours vs captum per unit on a few bins, before any ratio
+    ref = captum_reference(model, xs, layers, args.steps, device)
     for name, opts in _variants(args, device):
         try:
+            err = disagreement(model, xs, layers, args.steps, device, ref, dict(opts))
             t, chunk, compl = _time_variant(model, x, layers, args, device, dict(opts))
         except Exception as exc:  # noqa: BLE001 - report and go on with the other variants
             print(f"  ours [{name}]: FAILED {type(exc).__name__}: {str(exc)[:200]}")
             continue
         ours = len(x) / t
+        low = bool(opts.get("autocast"))  # bf16: a lower precision than captum's float32
+        ok = err <= (5e-2 if low else 1e-3)
+        verdict = (f"ratio ours/captum = {ours / cap:.1f}x" + (" (bf16 vs captum's float32)" if low else "")
+                   if ok else "DIFFERS from captum: no ratio")
         print(f"  ours [{name}]: {len(x)} bins in {t:.3f} s = {ours:,.0f} bins/s (chunk {chunk}, completeness "
-              f"error {compl}) -> ratio ours/captum = {ours / cap:.1f}x")
+              f"error {compl}, max rel. diff vs captum {err:.1e}) -> {verdict}")
     if device.type == "cuda" and not args.no_recording:
         section_recording(args, device, model, layers)
     if device.type == "cuda" and args.profile:
@@ -210,9 +241,23 @@ def section_per_cell(args, device) -> None:
             contributions(model, x, layers, target=c, steps=args.steps, batch_size=chunk, device=device, quiet=True)
 
     print(f"[per-cell, {k} cells, {len(x)} bins, {args.steps} steps, {machine(device)}]")
+    import numpy as np
+
+    xs = x[:2]  # agreement: per-unit contributions of a few bins, batched vs one cell at a time
+    per_cell = [contributions(model, xs, layers, target=c, steps=args.steps, reduce=None, batch_size=len(xs),
+                              device=device, quiet=True) for c in range(k)]
+    contributions(model, x[:chunk], layers, target=0, steps=args.steps, batch_size=chunk, device=device,
+                  quiet=True)  # warm-up of the loop's single-cell path
     t_l = None
     for how in ("autograd", "func"):
         try:
+            both = contributions(model, xs, layers, target=list(range(k)), steps=args.steps, reduce=None,
+                                 batch_size=len(xs), device=device, quiet=True, batched_backward=how)
+            err = 0.0
+            for n in layers:
+                one = np.stack([np.asarray(r[n]) for r in per_cell], 1)  # (b, K, ...) like the batched result
+                got = np.asarray(both[n]).reshape(one.shape)
+                err = max(err, float(np.abs(got - one).max() / max(np.abs(one).max(), 1e-30)))
             batched(how)()  # warm-up (also torch.func's first trace)
             t_b = timed(batched(how), device)
         except Exception as exc:  # noqa: BLE001
@@ -221,8 +266,9 @@ def section_per_cell(args, device) -> None:
         if t_l is None:
             t_l = timed(loop, device)
             print(f"  loop over cells:                 {t_l:.2f} s = {len(x) / t_l:,.1f} bins/s")
+        verdict = f"ratio loop/batched = {t_l / t_b:.2f}x" if err <= 1e-3 else "DIFFERS from the loop: no ratio"
         print(f"  batched, one backward ({how:8s}): {t_b:.2f} s = {len(x) / t_b:,.1f} bins/s"
-              f"  -> ratio loop/batched = {t_l / t_b:.2f}x")
+              f"  (max rel. diff vs loop {err:.1e}) -> {verdict}")
 
 
 def section_resnet(args, device) -> None:
@@ -250,8 +296,20 @@ def section_resnet(args, device) -> None:
     if device.type == "cuda":
         rows += [("channels-last", {"channels_last": True}), ("bf16 autocast + channels-last",
                                                             {"autocast": True, "channels_last": True})]
+    import numpy as np
+    from captum.attr import LayerConductance
+
+    from retina_codec.contributions.hooks import resolve_module
+
+    check = [blocks[0], blocks[-1]]  # agreement with captum on one image, first and last block
+    ref = {b: LayerConductance(model, resolve_module(model, b)).attribute(
+        x[:1], target=top1[:1], n_steps=10, method="riemann_trapezoid").detach().float().cpu().numpy() for b in check}
     for name, opts in rows:
         try:
+            got = contributions(model, x[:1], check, target="top1_logit", steps=10, rule="left", reduce=None,
+                                batch_size=1, device=device, quiet=True, **opts)
+            err = max(float(np.abs(np.asarray(got[b]) - ref[b]).max() / max(np.abs(ref[b]).max(), 1e-30))
+                      for b in check)
             run = lambda xx, o=opts: contributions(model, xx, blocks, target="top1_logit", steps=10,  # noqa: E731
                                                    batch_size=args.resnet_chunk, device=device, quiet=True, **o)
             run(x[: args.resnet_chunk])
@@ -260,8 +318,11 @@ def section_resnet(args, device) -> None:
             print(f"  ours [{name}]: FAILED {type(exc).__name__}: {str(exc)[:200]}")
             continue
         ours = len(x) / t_ours
+        low = bool(opts.get("autocast"))
+        verdict = (f"ratio ours/captum = {ours / cap:.1f}x" + (" (bf16 vs captum's float32)" if low else "")
+                   if err <= (5e-2 if low else 1e-3) else "DIFFERS from captum: no ratio")
         print(f"  ours [{name}]: {len(x)} images in {t_ours:.2f} s = {ours:,.1f} images/s "
-              f"({args.resnet_chunk} per chunk) -> ratio ours/captum = {ours / cap:.1f}x")
+              f"({args.resnet_chunk} per chunk, max rel. diff vs captum {err:.1e}) -> {verdict}")
 
 
 def main() -> None:
