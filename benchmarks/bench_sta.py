@@ -72,6 +72,7 @@ def bench_speed(frames: int, cells: int, history: int, repeats: int, device: str
         from pyret import filtertools
 
         t_pyret = np.inf
+        filtertools.sta(times[:2000], stim[:2000], spikes[0][spikes[0] < times[1999]], history)  # warm-up
         for _ in range(pyret_repeats):
             t0 = time.perf_counter()
             ref = np.stack([filtertools.sta(times, stim, s, history)[0] for s in spikes])
@@ -97,8 +98,11 @@ def bench_speed(frames: int, cells: int, history: int, repeats: int, device: str
                 _sync(device)
                 best = min(best, time.perf_counter() - t0)
             err = float(np.abs(res.sta - ref).max()) if ref is not None else np.nan
+            scale = float(np.abs(ref).max()) if ref is not None else np.nan
+            ok = err <= 1e-4 * scale  # a speed-up only for the same STA
+            speed = f"speed-up {t_pyret / best:6.1f}x" if ok else "no speed-up (results differ or no pyret)"
             print(f"retina-codec on {device} method={method:6s} {str(dtype):14s}: {best * 1e3:9.1f} ms   "
-                  f"speed-up {t_pyret / best:6.1f}x   max |diff| vs pyret {err:.1e}{note}")
+                  f"{speed}   max |diff| vs pyret {err:.1e} (max |STA| {scale:.1e}){note}")
         except Exception as exc:  # noqa: BLE001 - report and go on with the other variants
             print(f"retina-codec on {device} method={method} {dtype}: FAILED {type(exc).__name__}: {exc}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
@@ -165,6 +169,7 @@ def bench_irf(cells: int, batch: int, repeats: int, device: str | None = None) -
             ("loop over cells", False, contextlib.nullcontext)]
     if dev.type == "cpu":  # what iter_irfs / model STA use on a CPU
         rows.append(("batched, FFT convolutions", True, lambda: fast_input_gradients(model)))
+    ref = None
     for label, batched, ctx in rows:
         try:
             best = np.inf
@@ -176,8 +181,11 @@ def bench_irf(cells: int, batch: int, repeats: int, device: str | None = None) -
                 _sync(dev.type)
                 best = min(best, time.perf_counter() - t0)
             assert jac.shape == (batch, cells, 40, 50, 50), jac.shape
+            ref = jac if ref is None else ref  # the first row is the reference of the others
+            err = float((jac - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
             print(f"IRF on {dev.type}, BN-CNN {cells} cells, {batch} bins, {label:27s}: "
-                  f"{batch * cells / best:9.0f} IRFs/s ({best:.3f} s)")
+                  f"{batch * cells / best:9.0f} IRFs/s ({best:.3f} s; max rel. diff vs the first row {err:.1e}"
+                  f"{'' if err <= 1e-3 else ': DIFFERS, not comparable'})")
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"IRF on {dev.type}, {label}: FAILED {type(exc).__name__}: {exc}")
 
