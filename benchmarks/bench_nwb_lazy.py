@@ -108,23 +108,31 @@ def read_file(path: Path, history: int, batch: int) -> dict:
     for wb in rec.iter_windows(None, history=history, batch_size=batch):
         n_batches += 1
         n_windows += len(wb.bins)
-        checksum += float(wb.stimulus[:, -1].sum())  # touch the data
+        checksum += float(wb.stimulus[:, -1].sum(dtype=np.float64))  # touch the data: each window's last frame
     t_iter = time.perf_counter() - t0
     n_frames, shape = rec.n_frames, rec.frame_shape
+    mean, std = rec.normalization()
     rec.close()
-    # peer: plain h5py pass over the stored uint8 dataset, same number of frames per read
+    # peer: plain h5py pass over the stored uint8 dataset, same number of frames per read, summing the same
+    # frames (history-1 … T-2: the last frame of every window)
     t0 = time.perf_counter()
     with h5py.File(path, "r") as f:
         ds = f["stimulus/presentation/whitenoise/data"]
+        conversion, offset = float(ds.attrs.get("conversion", 1.0)), float(ds.attrs.get("offset", 0.0))
         step = batch + history - 1
         total = 0.0
-        for a in range(0, ds.shape[0], batch):
-            total += float(np.asarray(ds[a : a + step], dtype=np.float32)[-1].sum())
+        for a in range(0, ds.shape[0] - history, batch):
+            chunk = np.asarray(ds[a : min(a + step, ds.shape[0] - 1)], dtype=np.float32)
+            total += float(chunk[history - 1:].sum(dtype=np.float64))
     t_peer = time.perf_counter() - t0
+    # the same pixels? our z-scored sum mapped back to stored values
+    ours_raw = (checksum * std + n_windows * shape[0] * shape[1] * (mean - offset)) / conversion
+    agree = abs(ours_raw - total) <= 1e-6 * max(abs(total), 1.0)
     return {"n_frames": n_frames, "frame_shape": shape, "open_s": t_open, "rss_after_open_mb": rss_open,
             "normalization_s": t_norm, "iterate_s": t_iter, "n_batches": n_batches, "n_windows": n_windows,
             "peer_h5py_s": t_peer, "ratio_iterate_to_peer": t_iter / t_peer, "peak_rss_mb": _peak_rss_mb(),
-            "vm_hwm_mb": _vm_hwm_mb(), "checksum": checksum}
+            "vm_hwm_mb": _vm_hwm_mb(), "checksum": checksum, "ours_stored_sum": ours_raw, "peer_sum": total,
+            "agree": agree}
 
 
 def main() -> None:
@@ -157,8 +165,13 @@ def main() -> None:
     print(f"normalization (train split, streamed): {r['normalization_s']:.1f} s")
     print(f"iter_windows over all {r['n_windows']} windows ({r['n_batches']} batches of {args.batch}, history "
           f"{args.history}): {r['iterate_s']:.1f} s = {r['n_windows'] / r['iterate_s']:.0f} windows/s")
-    print(f"peer (plain h5py chunked read + float32): {r['peer_h5py_s']:.1f} s; ratio iter_windows/peer = "
-          f"{r['ratio_iterate_to_peer']:.2f}")
+    if r["agree"]:
+        print(f"peer (plain h5py chunked read + float32): {r['peer_h5py_s']:.1f} s; ratio iter_windows/peer = "
+              f"{r['ratio_iterate_to_peer']:.2f} (same pixels: sums {r['ours_stored_sum']:.6g} and "
+              f"{r['peer_sum']:.6g})")
+    else:
+        print(f"peer (plain h5py chunked read + float32): {r['peer_h5py_s']:.1f} s; DIFFERENT pixels (our windows "
+              f"sum to {r['ours_stored_sum']:.9g} stored units, the peer's to {r['peer_sum']:.9g}): no ratio")
     print(f"peak RSS of the reading process: {r['peak_rss_mb']:.0f} MB by getrusage, {r['vm_hwm_mb']:.0f} MB by "
           f"VmHWM (limit 2048 MB); parent process {_peak_rss_mb():.0f} MB")
 
