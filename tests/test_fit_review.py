@@ -79,3 +79,36 @@ def test_evaluate_poisson_loss_is_torch_poisson_nll_on_counts_per_bin():
 def test_zero_epochs_is_refused():
     with pytest.raises(ValueError, match="epochs"):
         fit(noise_recording(), epochs=0, **KW)
+
+
+def test_a_recording_at_another_frame_rate_than_the_models_is_warned_about_in_every_stage():
+    # a model fitted at 100 Hz ran silently on 30 Hz frames: its 40-frame history then spans 1.3 s, not 0.4 s
+    import dataclasses
+    import warnings
+
+    from retina_codec.contributions import contributions
+    from retina_codec.models import BNCNN
+    from retina_codec.models.fitting import predict
+    from retina_codec.recordings import Recording
+    from retina_codec.rf.irf import instantaneous_rfs
+
+    def rec(rate):
+        t = 30
+        rng = np.random.default_rng(0)
+        return Recording(stimulus=rng.random((t, 6, 6)).astype(np.float32), frame_times=np.arange(t) / rate,
+                         frame_rate=rate, responses=rng.poisson(1.0, (t, 2)).astype(np.float32))
+
+    torch.manual_seed(0)
+    model = BNCNN(n_cells=2, history=4, frame_shape=(6, 6), channels=(2, 2), kernel_sizes=(3, 3)).eval()
+    model.input_spec = dataclasses.replace(model.input_spec, frame_rate=100.0)
+    model.norm_stats = (0.5, 0.3)
+    slow = rec(30.0)
+    stages = {"predict": lambda r: predict(model, r, split=None, device="cpu", quiet=True),
+              "contributions": lambda r: contributions(model, r, ["conv1"], split=None, steps=2, quiet=True),
+              "irfs": lambda r: instantaneous_rfs(model, r, np.array([10, 11]), [0])}
+    for run in stages.values():
+        with pytest.warns(RuntimeWarning, match="30 Hz frames, but the model was trained at 100 Hz"):
+            run(slow)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            run(rec(100.0))  # the model's own rate: silent

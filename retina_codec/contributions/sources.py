@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.base import model_norm_stats, model_windows
+from ..models.base import model_norm_stats, model_windows, warn_frame_rate
 
 __all__ = ["InputSource", "TensorSource", "RecordingSource", "LoaderSource", "as_source", "model_norm_stats"]
 
@@ -167,6 +167,7 @@ def as_source(inputs: Any, model: Any = None, split: str | None = "test", histor
         spec = getattr(model, "input_spec", None)
         h = history if history is not None else int(getattr(spec, "history", getattr(model, "history", 40)))
         off = offset if offset is not None else int(getattr(spec, "offset", 1))
+        warn_frame_rate(model, inputs)
         return RecordingSource(inputs, split=split, history=h, offset=off, norm=model_norm_stats(model))
     if isinstance(inputs, Iterable):
         return LoaderSource(inputs)

@@ -7,6 +7,7 @@ response ``(B, n_cells)`` in the unit of the responses it was fitted to (spike c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -31,6 +32,20 @@ def model_norm_stats(model: Any) -> tuple[float, float] | None:
     if mean is not None and std is not None:
         return float(mean), float(std)
     return None
+
+
+def warn_frame_rate(model: Any, recording: Any, tol: float = 0.01) -> None:
+    """Warn when ``recording``'s frame rate differs (beyond ``tol`` relative) from the one ``model`` was
+    trained at: its history window of h frames then spans another stretch of time (e.g. 400 ms at 100 Hz,
+    1.3 s at 30 Hz), so predictions, contributions and RFs are computed outside what the model learned."""
+    spec = getattr(model, "input_spec", None)
+    want = getattr(spec, "frame_rate", None)
+    have = getattr(recording, "frame_rate", None)
+    if want and have and abs(float(have) - float(want)) > tol * float(want):
+        warnings.warn(f"recording {getattr(recording, 'stimulus_name', '')!r}: {float(have):g} Hz frames, but the "
+                      f"model was trained at {float(want):g} Hz (its {spec.history}-frame history spans "
+                      f"{1e3 * spec.history / float(have):.0f} ms here instead of {1e3 * spec.history / float(want):.0f} "
+                      "ms); resample the stimulus to the model's rate", RuntimeWarning, stacklevel=3)
 
 
 def input_norm(model: Any, recording: Any) -> tuple[float, float]:

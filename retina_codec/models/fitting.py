@@ -29,7 +29,7 @@ from ..errors import CheckpointError, ShapeMismatchError
 from ..io_utils import atomic_path
 from ..progress import progress
 from ..recordings.recording import Recording
-from .base import RetinaModel, input_norm, model_windows
+from .base import RetinaModel, input_norm, model_windows, warn_frame_rate
 from .bncnn import BNCNN
 from .fft_conv import fft_convolutions, fft_inference
 
@@ -101,6 +101,7 @@ class Evaluation:
 
 
 def _check_compatible(model: RetinaModel, recording: Recording) -> None:
+    warn_frame_rate(model, recording)
     spec = model.input_spec
     if tuple(recording.frame_shape) != (spec.height, spec.width):
         raise ShapeMismatchError(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.base import input_norm, model_windows
+from ..models.base import input_norm, model_windows, warn_frame_rate
 from ..models.fft_conv import fft_inference
 from ..progress import progress
 from ..recordings import Recording
@@ -120,6 +120,7 @@ def iter_irfs(
     if bins is None:
         bins = recording.window_bins(split, history, offset)
     bins = np.asarray(bins, dtype=np.int64)
+    warn_frame_rate(model, recording)
     mean, std = input_norm(model, recording) if normalize else (0.0, 1.0)
 
     def windows(bb: np.ndarray, size: int) -> Iterator:
