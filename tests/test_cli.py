@@ -116,3 +116,35 @@ def test_an_existing_result_is_not_replaced_without_overwrite(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "exists already (pass --overwrite" in err[0]
     assert out.read_bytes() == b"a finished store"
+
+
+def test_rf_sta_uses_every_bin_unless_a_split_is_named(tmp_path):
+    # the STA of recorded spikes used the test split only (a tenth of a white-noise recording) by default
+    import h5py
+    import numpy as np
+    import torch
+
+    from retina_codec.cli.main import main
+    from retina_codec.models import BNCNN, save_model
+    from retina_codec.recordings import Recording
+    from retina_codec.recordings.nwb import read_nwb, write_nwb
+    from retina_codec.rf.sta import spike_triggered_average
+
+    rng = np.random.default_rng(0)
+    t = 200
+    rec = Recording(stimulus=rng.random((t, 6, 6)).astype(np.float32), frame_times=np.arange(t) / 100.0,
+                    frame_rate=100.0, responses=rng.poisson(1.0, (t, 2)).astype(np.float32),
+                    intervals={"train": np.array([[0.0, 1.6]]), "test": np.array([[1.6, 2.0]])})
+    write_nwb(rec, tmp_path / "rec.nwb")
+    torch.manual_seed(0)
+    save_model(BNCNN(n_cells=2, history=4, frame_shape=(6, 6), channels=(2, 2), kernel_sizes=(3, 3)), tmp_path / "m")
+    base = ["-q", "rf", str(tmp_path / "m"), str(tmp_path / "rec.nwb"), "--model-sta-samples", "0", "--no-figures"]
+    assert main([*base, "--out", str(tmp_path / "all.h5")]) == 0
+    assert main([*base, "--split", "test", "--out", str(tmp_path / "test.h5")]) == 0
+    with read_nwb(tmp_path / "rec.nwb") as r:
+        want_all = spike_triggered_average(r, None, history=4, quiet=True).sta
+        want_test = spike_triggered_average(r, "test", history=4, quiet=True).sta
+    for name, want, split in (("all", want_all, "all"), ("test", want_test, "test")):
+        with h5py.File(tmp_path / f"{name}.h5", "r") as f:
+            np.testing.assert_allclose(f["sta/sta"][...], want, rtol=1e-5, atol=1e-6)
+            assert f.attrs["sta_split"] == split

@@ -36,8 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stimulus", help="stimulus series name in the NWB file (when it has several)")
     p.add_argument("--responses", default=None,
                    help="'units' or the name of a rate series, when the NWB file has several (default: automatic)")
-    p.add_argument("--split", help="split for the STA when there are no modes (default: test when the "
-                   "recording has one, else every bin)")
+    p.add_argument("--split", help="split whose bins the STA uses ('all' or default: every bin of the stimulus "
+                   "— a recorded-spike STA needs no held-out data, and more bins give a cleaner STA)")
     p.add_argument("--cells", nargs="+", help="cell ids or indices (default: every cell)")
     p.add_argument("--threshold", type=float, default=0.0, help="a mode is active when its loading > this")
     p.add_argument("--max-combinations", type=int, default=16, help="most frequent exact combinations kept")
@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(model, "norm_stats", None) is not None:
             rec.norm_mean, rec.norm_std = (float(v) for v in model.norm_stats)
         cells = _cells(args.cells, rec.cell_ids)
+        if args.split == "all":
+            args.split = None
         if args.split is not None and args.split not in rec.intervals:  # a misspelt split is not "every bin"
             rec.split_bins(args.split)  # raises UnknownIntervalError naming the available splits
         loadings = bins = names = None
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         if args.modes:
             modes_attrs = _check_modes_link(args.modes, rec.stimulus_name, model)
             loadings, bins, names = read_loadings(args.modes)
-        results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split or "test",
+        results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split,
                               threshold=args.threshold, max_combinations=args.max_combinations, keep=args.keep,
                               model_sta_samples=args.model_sta_samples, batch_size=args.batch_size)
     from ..contributions.store import model_hash
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
              "offset": int(getattr(model.input_spec, "offset", 1)), "stimulus": rec.stimulus_name,
              "frame_rate": float(rec.frame_rate),  # what the figures (figures/, report) read: lags, ids, names
              "cells": json.dumps(cells if cells is not None else list(range(len(results["cell_names"])))),
-             "cell_ids": json.dumps(results["cell_names"])}
+             "cell_ids": json.dumps(results["cell_names"]), "sta_split": args.split or "all"}
     if args.modes:
         attrs.update({"mode_names": json.dumps(names), "layer": str(modes_attrs.get("layer", ""))})
     write_rf(args.out, attrs=attrs, **{k: v for k, v in results.items() if k != "cell_names"})
