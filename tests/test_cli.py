@@ -28,26 +28,10 @@ def test_every_command_accepts_quiet():
 
 @pytest.fixture
 def tdr_files(tmp_path):
-    """A torch-deep-retina pickle that needs ``--trust`` (a Fraction in its hyper-parameters) and a 14×14 NWB."""
-    import fractions
+    """A torch-deep-retina pickle that needs ``--trust`` and a 14×14 NWB recording."""
+    from _model_helpers import tdr_pickle_and_recording
 
-    import numpy as np
-    import torch
-    from test_tdr_import import TDRBNCNN, make_reference, tdr_checkpoint
-
-    from retina_codec.recordings import Recording
-    from retina_codec.recordings.nwb import write_nwb
-
-    ref = make_reference(TDRBNCNN, img_shape=(6, 14, 14), ksizes=(5, 3))
-    ckpt = tdr_checkpoint(ref, "BNCNN", {"img_shape": [6, 14, 14], "ksizes": [5, 3]}, lr=fractions.Fraction(1, 1000))
-    torch.save(ckpt, tmp_path / "frac.pt")
-    rng = np.random.default_rng(0)
-    t = 60
-    rec = Recording(stimulus=rng.random((t, 14, 14)).astype(np.float32), frame_times=np.arange(t) / 100.0,
-                    frame_rate=100.0, responses=rng.poisson(1.0, (t, 4)).astype(np.float32),
-                    intervals={"test": np.array([[0.0, 0.6]])}, stimulus_name="noise")
-    write_nwb(rec, tmp_path / "rec.nwb")
-    return tmp_path / "frac.pt", tmp_path / "rec.nwb"
+    return tdr_pickle_and_recording(tmp_path)
 
 
 def test_rf_trust_flag_loads_a_torch_deep_retina_pickle_that_needs_it(tdr_files, tmp_path, capsys):

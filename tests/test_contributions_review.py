@@ -3,8 +3,6 @@ the affine stem, the store's resume signature and DataLoader reads, target valid
 
 from __future__ import annotations
 
-import fractions
-
 import h5py
 import numpy as np
 import pytest
@@ -143,21 +141,11 @@ def test_a_zero_dimensional_index_is_one_cell_not_a_list():
 
 
 def test_cli_trust_flag_loads_a_torch_deep_retina_pickle_that_needs_it(tmp_path, capsys):
-    from test_tdr_import import TDRBNCNN, make_reference, tdr_checkpoint
+    from _model_helpers import tdr_pickle_and_recording
 
     from retina_codec.cli.main import main
-    from retina_codec.recordings import Recording
-    from retina_codec.recordings.nwb import write_nwb
 
-    ref = make_reference(TDRBNCNN, img_shape=(6, 14, 14), ksizes=(5, 3))
-    ckpt = tdr_checkpoint(ref, "BNCNN", {"img_shape": [6, 14, 14], "ksizes": [5, 3]}, lr=fractions.Fraction(1, 1000))
-    torch.save(ckpt, tmp_path / "frac.pt")
-    rng = np.random.default_rng(0)
-    t = 40
-    rec = Recording(stimulus=rng.random((t, 14, 14)).astype(np.float32), frame_times=np.arange(t) / 100.0,
-                    frame_rate=100.0, responses=rng.poisson(1.0, (t, 4)).astype(np.float32),
-                    intervals={"test": np.array([[0.1, 0.4]])}, stimulus_name="noise")
-    write_nwb(rec, tmp_path / "rec.nwb")
+    tdr_pickle_and_recording(tmp_path)
     args = ["-q", "contributions", str(tmp_path / "frac.pt"), str(tmp_path / "rec.nwb"), "--target", "sum",
             "--steps", "2", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "no.h5")]) == 2
