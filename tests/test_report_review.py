@@ -490,3 +490,12 @@ def test_a_silent_cell_sta_is_blank_in_the_rf_grid_not_a_fake_one_pixel_rf(demo,
     assert np.isnan(shown[0]).all()  # blank, where a zero STA's SVD gave a full-scale corner pixel
     assert np.isfinite(shown[1]).all() and np.abs(shown[1]).max() > 0
     plt.close("all")
+
+
+def test_a_report_written_elsewhere_puts_its_figures_beside_it_not_in_the_demo_folder(demo, tmp_path):
+    folder = tmp_path / "demo"
+    shutil.copytree(demo[0], folder, ignore=shutil.ignore_patterns("report*"))
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    out = build_report(folder, tmp_path / "elsewhere" / "mine.html", quiet=True)
+    assert out.exists() and sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    assert len(list((tmp_path / "elsewhere" / "mine_figures").glob("*.png"))) > 5

@@ -3,7 +3,7 @@
 Every number in the report is read from the folder's stores (``fit.h5``, ``contributions.h5``,
 ``modes_<layer>.h5`` and their ``_summary.json``, ``rf.h5``, ``rf_conditioned_<layer>.h5``,
 ``classifiers/stats.h5``, ``demo.json``); a section whose store is missing says so instead.
-Figures are written to ``<folder>/report_figures/`` first (the same functions the ``figures/`` scripts
+Figures are written to ``<folder>/report_figures/`` (beside ``out`` when one is given) first (the same functions the ``figures/`` scripts
 call), then embedded.
 """
 
@@ -458,13 +458,18 @@ SECTIONS: list[tuple[str, str, Callable[[Report], str]]] = [
 
 def build_report(folder: str | os.PathLike, out: str | os.PathLike | None = None,
                  quiet: bool | None = None) -> Path:
-    """Write the report of a demo folder to ``out`` (default ``<folder>/report.html``); returns its path."""
+    """Write the report of a demo folder to ``out`` (default ``<folder>/report.html``); returns its path.
+
+    The PNG figures go to ``<folder>/report_figures/``, or beside ``out`` (``<out stem>_figures/``) when ``out``
+    is given: a report written elsewhere leaves the demo folder as it was.
+    """
     d = DemoFolder(Path(folder))
     if not d.root.is_dir():
         from ..errors import RetinaCodecError
 
         raise RetinaCodecError(f"{d.root}: not a folder (expected a demo output folder)")
-    rep = Report(d, d.root / "report_figures")
+    path = Path(out) if out is not None else d.root / "report.html"
+    rep = Report(d, d.root / "report_figures" if out is None else path.with_name(path.stem + "_figures"))
     rep.fig_dir.mkdir(parents=True, exist_ok=True)
     with numpy_blas_single_thread():
         for anchor, title, fn in progress(SECTIONS, desc="report", quiet=quiet, unit="section"):
@@ -477,7 +482,6 @@ def build_report(folder: str | os.PathLike, out: str | os.PathLike | None = None
     intro = ("<p>CODEC analysis of a retina model: how each model interneuron contributes to the ganglion-cell "
              "population's output over time, the recurring <i>contribution modes</i>, and the receptive fields "
              f"conditioned on them. Folder: <code>{esc(d.root.resolve())}</code>.</p>")
-    path = Path(out) if out is not None else d.root / "report.html"
     with atomic_path(path, suffix=".html") as tmp:
         Path(tmp).write_text(rep.html("retina-codec report", intro), encoding="utf-8")
     log.info("%s: %d sections, %d figures", path, len(rep.sections), rep.n_figures)
