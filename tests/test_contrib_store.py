@@ -97,7 +97,7 @@ def test_run_killed_with_sigkill_resumes_from_last_complete_chunk_with_identical
     finally:
         ContributionEngine.compute = orig
     assert len(calls) == len(done) - done.sum()  # only the missing chunks were computed
-    assert "resuming" in caplog.text
+    assert f"resuming after {int(done.sum())} of {len(done)} chunks" in caplog.text
     got = read_contributions(out)
     for layer in LAYERS:
         np.testing.assert_array_equal(got["contributions"][layer], ref["contributions"][layer])

@@ -115,6 +115,7 @@ class _Writer:
         self.n, self.chunk = n, chunk
         self.n_chunks = -(-n // chunk)
         self.file: h5py.File | None = None
+        self.resumed = False
         if resume and path.exists():
             try:
                 f = h5py.File(path, "r+")
@@ -123,7 +124,7 @@ class _Writer:
             else:
                 if f.attrs.get("run_signature") == signature and int(f.attrs.get("chunk_size", -1)) == chunk:
                     self.file = f
-                    log.info("%s: resuming after %d of %d chunks", path, self.n_done(), self.n_chunks)
+                    self.resumed = True
                 else:
                     f.close()
                     log.warning("%s: partial file from different settings; starting over", path)
@@ -301,6 +302,9 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
         try:
             done = writer.done_mask()
             todo = [int(k) for k in mine if not done[k]]
+            if writer.resumed:  # counted over this process's chunks (under torchrun, its share of them)
+                log.info("%s: resuming after %d of %d chunks%s", path, len(mine) - len(todo), len(mine),
+                         "" if ctx.world == 1 else f" of rank {ctx.rank}")
             new = 0
             bar = progress(total=len(todo), desc=f"contributions{'' if ctx.world == 1 else f' rank {ctx.rank}'}",
                            quiet=quiet, unit="chunk")
