@@ -188,3 +188,26 @@ def test_an_auto_batch_size_resume_keeps_the_chunks_of_the_partial_file(tmp_path
     with h5py.File(out, "r") as f:
         assert int(f.attrs["chunk_size"]) == chunk
         np.testing.assert_array_equal(f["bins"][...], np.arange(len(x)))
+
+
+def test_store_does_not_resume_the_partial_file_of_another_function_with_the_same_name(tmp_path):
+    # a callable target was recorded by its name only: two different functions called "f" resumed each other
+    from retina_codec.contributions.store import partial_path
+
+    torch.manual_seed(0)
+    model = small_bncnn(n_cells=3)
+    x = torch.randn(12, 6, 14, 14, generator=torch.Generator().manual_seed(1))
+
+    def make(weight):
+        def f(out):
+            return out @ weight
+        return f
+
+    out = tmp_path / "c.h5"
+    write_contributions(model, x, out, "conv2", target=make(torch.tensor([1.0, 0.0, 0.0])), steps=2, batch_size=4,
+                        quiet=True, max_chunks=1)
+    assert partial_path(out).exists()
+    write_contributions(model, x, out, "conv2", target=make(torch.tensor([0.0, 0.0, 1.0])), steps=2, batch_size=4,
+                        quiet=True)
+    want = contributions(model, x, "conv2", target=2, steps=2, batch_size=4, quiet=True)
+    np.testing.assert_allclose(read_contributions(out)["contributions"]["conv2"], want["conv2"], rtol=1e-5, atol=1e-7)

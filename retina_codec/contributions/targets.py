@@ -9,6 +9,7 @@ It returns ``(S, B)`` for one scalar per sample or ``(S, B, K)`` for K per-cell 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -268,7 +269,27 @@ class CallableTarget(Target):
         return v.reshape(s, b, *want[1:])
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "function": self.label, "n_targets": self._k if self.per_cell else None}
+        return {"name": self.name, "function": self.label, "n_targets": self._k if self.per_cell else None,
+                "code_sha256": _code_fingerprint(self.fn)}
+
+
+def _code_fingerprint(fn: Callable) -> str:
+    """Hash of a function's byte code, constants and captured values (so a store's resume signature tells two
+    functions of the same name apart); empty when ``fn`` has no code object (a C function, a callable object
+    without ``__code__``)."""
+    code = getattr(fn, "__code__", None) or getattr(type(fn).__call__, "__code__", None)
+    if code is None:
+        return ""
+    cells = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:  # an empty cell
+            v = None
+        cells.append(hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest() if isinstance(v, torch.Tensor)
+                     else repr(v))
+    doc = repr((code.co_code, code.co_consts, code.co_names, cells))
+    return hashlib.sha256(doc.encode()).hexdigest()
 
 
 _NAMED = {
