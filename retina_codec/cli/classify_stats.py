@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .options import add_overwrite_argument
+
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--mask-fraction", type=float, default=0.1, help="fraction of top channels for masks (0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/stats.h5")
+    add_overwrite_argument(p, "DIR/stats.h5")
     p.set_defaults(func=run)
     return p
 

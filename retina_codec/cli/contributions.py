@@ -17,7 +17,7 @@ import os
 import sys
 
 from ..errors import RetinaCodecError
-from .outputs import add_overwrite_argument, check_output
+from .options import add_overwrite_argument, add_responses_argument, add_trust_argument, check_output
 
 __all__ = ["add_parser", "run"]
 
@@ -35,8 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", required=True, help="output HDF5 file")
     add_overwrite_argument(p)
     p.add_argument("--stimulus", default=None, help="stimulus series name in the NWB file")
-    p.add_argument("--responses", default=None,
-                   help="'units' or the name of a rate series, when the NWB file has several (default: automatic)")
+    add_responses_argument(p)
     p.add_argument("--split", default="test", help="interval (split) whose bins to explain; 'all' for every bin")
     p.add_argument("--max-bins", type=int, default=None, metavar="N",
                    help="explain only the first N bins of the split (a quick look at a long recording)")
@@ -67,9 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--autocast", action="store_true",
                    help="bf16 mixed precision for the passes (GPU speed; bf16 rounding shows in completeness)")
     p.add_argument("--no-resume", action="store_true", help="ignore a partial file from an interrupted run")
-    p.add_argument("--trust", action="store_true",
-                   help="allow a torch-deep-retina pickle that needs types outside the safe set (it can run code: "
-                        "only for a file from a source you trust)")
+    add_trust_argument(p)
     p.set_defaults(func=run)
     return p
 

@@ -8,6 +8,7 @@ import logging
 from ..recordings.hdf5_files import is_nwb_file, open_hdf5
 from ..recordings.labh5 import read_lab_h5
 from ..recordings.nwb import open_nwb, read_nwb, stimulus_series, write_nwb
+from .options import add_overwrite_argument, add_responses_argument
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="lab h5: fraction at the end of the train movie used for validation (default 0.1)")
     p.add_argument("--stimulus", nargs="+", default=None, metavar="NAME",
                    help="NWB input: stimulus series to keep (default: all)")
-    p.add_argument("--responses", default=None,
-                   help="NWB input: 'units' or the name of a rate series, when the file has several (default: automatic)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_responses_argument(p, "NWB input: ")
+    add_overwrite_argument(p, "OUTPUT")
     p.set_defaults(func=run)
 
 

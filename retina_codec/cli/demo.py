@@ -594,15 +594,15 @@ class Demo:
         """Indices of the ``--rf-cells`` (ids, or indices into the recording's cells; default: the first cell
         of each type); an unknown one is an :class:`~retina_codec.errors.UnknownCellError`."""
         from ..errors import UnknownCellError
+        from ..recordings.recording import cell_index
 
         rec = self.recording(NATURAL)
         if self.settings.rf_cells:
             out = []
             for c in self.settings.rf_cells:
-                if c in rec.cell_ids:
-                    out.append(rec.cell_ids.index(c))
-                elif str(c).isdigit() and int(c) < rec.n_cells:
-                    out.append(int(c))
+                i = cell_index(c, rec.cell_ids)
+                if i is not None:
+                    out.append(i)
                 else:
                     raise UnknownCellError(
                         f"--rf-cells {c}: not a cell id or index (0-{rec.n_cells - 1}) of {self.paths.recording.name}; "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingStimulusError, OutputExistsError
+from .options import add_overwrite_argument, add_responses_argument
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--stimulus", default=None,
                    help="stimulus series to fit (NWB: series name; sim: naturalscene (default) or whitenoise)")
-    p.add_argument("--responses", default=None, help="NWB: 'units' or a rate series name (default: automatic)")
+    add_responses_argument(p)
     p.add_argument("--architecture", choices=sorted(ARCHS), default="bncnn")
     p.add_argument("--bn", choices=("channel", "unit"), default="channel",
                    help="BatchNorm per channel (default) or per unit (torch-deep-retina's BNCNN)")
@@ -48,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on batches per epoch")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model in OUT")
+    add_overwrite_argument(p, "model in OUT")
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..recordings.inspect import describe, format_description
+from .options import add_responses_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,8 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", help="an .nwb file or a Baccus-lab .h5 file")
     p.add_argument("--stimulus", default=None, help="describe only this stimulus series (NWB)")
-    p.add_argument("--responses", default=None,
-                   help="'units' or the name of a rate TimeSeries (NWB; default: automatic)")
+    add_responses_argument(p)
     p.add_argument("--splits", nargs="+", default=None, metavar="NAME",
                    help="interval names to read (NWB; default: train/validation/test when present)")
     p.add_argument("--response", default="binned", choices=("binned", "firing_rate_10ms"),

@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-from .outputs import add_overwrite_argument, check_output
+from .options import add_overwrite_argument, add_responses_argument, add_trust_argument, check_output
 
 __all__ = ["add_parser", "run"]
 
@@ -50,47 +50,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "loadings as a TimeSeries in a 'codec' processing module")
     p.add_argument("--nwb-out", default=None, help="path of that copy (default: <out stem>.nwb)")
     p.add_argument("--stimulus", default=None, help="stimulus series of the NWB file whose frame times the bins index")
-    p.add_argument("--responses", default=None,
-                   help="with --nwb: 'units' or the name of a rate series, when the file has several (default: automatic)")
+    add_responses_argument(p, "with --nwb: ")
     add_overwrite_argument(p, "--out (and NWB copy, --nwb-out)")
     p.add_argument("--model", default=None,
                    help="with --nwb: the model the contributions were computed with; its predicted rates at the "
                         "same bins go into the 'codec' module beside the loadings (checked against the store's "
                         "model hash)")
-    p.add_argument("--trust", action="store_true",
-                   help="allow a torch-deep-retina pickle as --model that needs types outside the safe set (it can "
-                        "run code: only for a file from a source you trust)")
+    add_trust_argument(p, "--model")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Fit the modes and write them; exit code 0."""
+    from ..errors import ModesError, ShapeMismatchError
     from ..modes.decomposer import ModeDecomposer
     from ..modes.store import read_layer_contributions, write_modes
 
     data = read_layer_contributions(args.contributions, args.layer, args.target_index)
     rec = nwb_out = model = None
     if args.model and not args.nwb:
-        from ..errors import ModesError
-
         raise ModesError("--model: the predicted rates go into the NWB copy; pass --nwb as well")
     if args.nwb_out and not args.nwb:
-        from ..errors import ModesError
-
         raise ModesError("--nwb-out: names the NWB copy of the recording; pass the recording with --nwb as well")
     if args.nwb:  # check the recording and the copy's path before training, not after
         from pathlib import Path
 
-        from ..errors import ModesError, OutputExistsError, ShapeMismatchError
         from ..recordings.nwb import read_nwb
 
         nwb_out = args.nwb_out or str(Path(args.out).with_suffix(".nwb"))
         if Path(nwb_out).resolve() == Path(args.nwb).resolve():
             raise ModesError(f"--nwb-out: {nwb_out} is the recording itself, which is never modified; "
                              "choose another --nwb-out (or --out)")
-        if Path(nwb_out).exists() and not args.overwrite:
-            raise OutputExistsError(f"{nwb_out}: exists already (pass --overwrite to replace it)")
+        check_output(nwb_out, args.overwrite)
         rec = read_nwb(args.nwb, stimulus=args.stimulus, responses=args.responses, validate=False)
         if data.bins.size and (data.bins.min() < 0 or data.bins.max() >= len(rec.frame_times)):
             raise ShapeMismatchError(f"{args.contributions}: bins {data.bins.min()}..{data.bins.max()} fall outside "
@@ -138,12 +130,13 @@ def _rate_unit(model: object) -> str:
 
 def _checked_model(args: argparse.Namespace, store_hash: object):
     """The ``--model`` checkpoint; a :class:`ModesError` when it is not the model of the contribution store."""
-    from ..contributions.store import model_hash
     from ..errors import ModesError
+    from ..hashing import model_mismatch
     from ..models import load_model
 
     model = load_model(args.model, trust=args.trust)
-    if store_hash is not None and str(store_hash) != model_hash(model):
+    differs = model_mismatch(model, store_hash)
+    if differs:
         raise ModesError(f"--model: {args.model} is not the model the contributions in {args.contributions} were "
-                         f"computed with (model hash {model_hash(model)[:12]}… vs the store's {str(store_hash)[:12]}…)")
+                         f"computed with ({differs})")
     return model

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .outputs import add_overwrite_argument, check_output
+from .options import add_overwrite_argument, add_responses_argument, add_trust_argument, check_output
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_overwrite_argument(p)
     p.add_argument("--modes", help="modes file with per-bin loadings (datasets 'loadings' (T_b, K) and 'bins')")
     p.add_argument("--stimulus", help="stimulus series name in the NWB file (when it has several)")
-    p.add_argument("--responses", default=None,
-                   help="'units' or the name of a rate series, when the NWB file has several (default: automatic)")
+    add_responses_argument(p)
     p.add_argument("--split", help="split whose bins the STA uses ('all' or default: every bin of the stimulus "
                    "— a recorded-spike STA needs no held-out data, and more bins give a cleaner STA)")
     p.add_argument("--cells", nargs="+", help="cell ids or indices (default: every cell)")
@@ -47,9 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="white-noise windows for the model STA (0 skips it)")
     p.add_argument("--batch-size", type=int, default=64, help="windows per IRF batch")
     p.add_argument("--device", default="auto", help="torch device (auto: CUDA when present)")
-    p.add_argument("--trust", action="store_true",
-                   help="allow a torch-deep-retina pickle that needs types outside the safe set (it can run code: "
-                        "only for a file from a source you trust)")
+    add_trust_argument(p)
     p.add_argument("--figures", help="figure folder (default: <out stem>_figures next to OUT)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.set_defaults(func=run)
@@ -67,15 +64,15 @@ def _cells(arg: list[str] | None, ids: list[str]) -> list[int] | None:
     """Indices of ``--cells`` (ids or indices); an unknown id or an index out of range is a
     :class:`~retina_codec.errors.RecordingError` (one line on stderr)."""
     from ..errors import RecordingError
+    from ..recordings.recording import cell_index
 
     if not arg:
         return None
     out = []
     for c in arg:
-        if c in ids:
-            out.append(ids.index(c))
-        elif c.lstrip("-").isdigit() and 0 <= int(c) < len(ids):
-            out.append(int(c))
+        i = cell_index(c, ids)
+        if i is not None:
+            out.append(i)
         else:
             raise RecordingError(f"--cells: {c!r} is neither a cell id nor an index in [0, {len(ids)}) of the "
                                  f"recording; its cells are {ids}")
@@ -86,8 +83,8 @@ def _check_modes_link(path: str, stimulus: str, model: Any) -> dict[str, Any]:
     """The modes file's attributes; a :class:`~retina_codec.errors.ModesError` when its contributions were
     computed on another stimulus or with another model (its bins index that movie, its loadings that model's
     units)."""
-    from ..contributions.store import model_hash
     from ..errors import ModesError
+    from ..hashing import model_mismatch
     from ..modes.store import read_modes
 
     attrs = read_modes(path).attrs
@@ -97,10 +94,10 @@ def _check_modes_link(path: str, stimulus: str, model: Any) -> dict[str, Any]:
     if theirs is not None and str(theirs) != stimulus:
         raise ModesError(f"--modes: {path} holds modes of contributions to stimulus {theirs!r}, not {stimulus!r}; "
                          f"pass --stimulus {theirs}")
-    stored = link.get("model_hash") if isinstance(link, dict) else None
-    if stored is not None and str(stored) != model_hash(model):
+    differs = model_mismatch(model, link.get("model_hash") if isinstance(link, dict) else None)
+    if differs:
         raise ModesError(f"--modes: the model is not the model the contributions of {path} were computed with "
-                         f"(model hash {model_hash(model)[:12]}… vs {str(stored)[:12]}…)")
+                         f"({differs})")
     return attrs
 
 

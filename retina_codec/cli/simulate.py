@@ -6,6 +6,8 @@ import argparse
 import logging
 import time
 
+from .options import add_overwrite_argument
+
 log = logging.getLogger(__name__)
 
 
@@ -23,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="default: 15 min natural scenes + 7.5 min white noise; small: 90 s + 240 s (tests)")
     p.add_argument("--seed", type=int, default=0, help="random seed (anatomy, movies, spikes); default 0")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_overwrite_argument(p, "OUT")
     p.set_defaults(func=run)
 
 

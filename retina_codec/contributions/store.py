@@ -34,7 +34,9 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..hashing import model_hash, tensor_hash
 from ..progress import progress
+from ..recordings.windows import bin_chunks
 from .api import completeness_summary, fit_reference, per_sample_baseline, resolve_batch_size
 from .engine import ContributionEngine
 from .sources import InputSource, TensorSource, as_source
@@ -45,35 +47,6 @@ __all__ = ["write_contributions", "read_contributions", "model_hash", "partial_p
 log = logging.getLogger(__name__)
 
 CHUNK_TARGET_BYTES = 4 << 20  # HDF5 chunks of about 4 MiB along time
-
-
-def model_hash(model: nn.Module) -> str:
-    """sha256 of the model's state dict (names, dtypes, shapes and bytes), hex."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def tensor_hash(t: torch.Tensor) -> str:
-    """sha256 of a tensor's shape, dtype and values (hex)."""
-    t = t.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)};".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def _runs(chunks: list[int]) -> list[list[int]]:
-    """Consecutive runs of sorted chunk indices: ``[0, 1, 2, 5, 6]`` → ``[[0, 1, 2], [5, 6]]``."""
-    runs: list[list[int]] = []
-    for k in chunks:
-        if runs and runs[-1][-1] == k - 1:
-            runs[-1].append(k)
-        else:
-            runs.append([k])
-    return runs
 
 
 def _partial_chunk(path: Path, signature: str) -> int | None:
@@ -309,11 +282,11 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
             bar = progress(total=len(todo), desc=f"contributions{'' if ctx.world == 1 else f' rank {ctx.rank}'}",
                            quiet=quiet, unit="chunk")
             # one pass over each run of consecutive chunks: a DataLoader is read once, not once per chunk
-            for run in _runs(todo):
+            for first, stop in bin_chunks(np.asarray(todo), max(len(todo), 1)):
                 if max_chunks is not None and new >= max_chunks:
                     break
-                chunks = source.iter_chunks(chunk, run[0] * chunk, min(source.n, (run[-1] + 1) * chunk))
-                for k in run:
+                chunks = source.iter_chunks(chunk, first * chunk, min(source.n, stop * chunk))
+                for k in range(first, stop):
                     if max_chunks is not None and new >= max_chunks:
                         break
                     bins, x = next(chunks, (None, None))

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..hashing import tensor_hash
+
 __all__ = [
     "Target",
     "CellTarget",
@@ -286,8 +288,7 @@ def _code_fingerprint(fn: Callable) -> str:
             v = cell.cell_contents
         except ValueError:  # an empty cell
             v = None
-        cells.append(hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest() if isinstance(v, torch.Tensor)
-                     else repr(v))
+        cells.append(tensor_hash(v) if isinstance(v, torch.Tensor) else repr(v))
     doc = repr((code.co_code, code.co_consts, code.co_names, cells))
     return hashlib.sha256(doc.encode()).hexdigest()
 

@@ -21,10 +21,28 @@ from .frames import ArrayFrames, as_frame_source
 from .ground_truth import GroundTruth
 from .windows import bin_chunks, first_valid_bin, history_windows, window_start
 
-__all__ = ["Recording", "WindowBatch", "SPLITS", "RESPONSE_UNITS"]
+__all__ = ["Recording", "WindowBatch", "SPLITS", "RESPONSE_UNITS", "cell_index"]
 
 SPLITS = ("train", "validation", "test")
 RESPONSE_UNITS = ("count", "Hz")
+
+
+def cell_index(cell: int | str, ids: Sequence[str], n: int | None = None,
+               allow_negative: bool = False) -> int | None:
+    """Index of ``cell`` among ``n`` cells (default ``len(ids)``) whose ids are ``ids``: a string is tried as an
+    id first (lab and ROI ids are often digits), then as an index; an int is an index (``-1`` = last with
+    ``allow_negative``). ``None`` when it is neither, so each caller raises the error its users need."""
+    n = len(ids) if n is None else n
+    text = str(cell)
+    if isinstance(cell, str) and cell in ids:
+        return list(ids).index(cell)
+    if isinstance(cell, (int, np.integer)) or text.lstrip("-").isdigit():
+        i = int(text)
+        if 0 <= i < n:
+            return i
+        if allow_negative and -n <= i < 0:
+            return i % n
+    return None
 
 
 def _check_history(history: int) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..recordings.recording import cell_index
 from .stores import decode_attrs, mode_order, read_fit, read_json
 
 __all__ = ["fit_per_cell", "fit_traces", "contribution_heatmap", "mode_atoms", "mode_loadings",
@@ -191,11 +192,8 @@ def conditioned_gallery(cond_path: str | os.PathLike, cell: int | str, out: str 
     a = decode_attrs(d["attrs"])
     ids = [str(c) for c in a.get("cell_ids", [])]
     n = int(np.shape(d["conditioned"]["mean_spatial"])[0])
-    if isinstance(cell, str) and cell in ids:
-        j = ids.index(cell)
-    elif str(cell).lstrip("-").isdigit() and -n <= int(cell) < n:
-        j = int(cell) % n
-    else:
+    j = cell_index(cell, ids, n, allow_negative=True)
+    if j is None:
         raise ValueError(f"cell {cell!r}: not among the stored cells ({', '.join(ids) or f'{n} cells, no ids'})"
                          f"{f' nor an index 0..{n - 1}' if n else ''}")
     lags = _lags_ms(int(a["history"]), int(a.get("offset", 1)), float(a.get("frame_rate", 100.0))) / 1e3
