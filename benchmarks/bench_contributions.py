@@ -3,6 +3,8 @@
 Sections (ratios measured in one run, never asserted):
 1. retina BN-CNN, full size (40×50×50 input, 8@15×15 → 8@11×11), both conv layers, 20 steps, target "sum":
    bins/s of ours vs captum and the ratio (targets: ≥ 10× CPU, ≥ 40× GPU).
+1b. the same network written as a plain ``nn.Module`` (conv1/bn1/relu1, conv2/bn2/relu2, linear, softplus;
+   no ``affine_stem`` attribute, default arguments: the engine finds the stem itself; target ≥ 15× CPU).
 2. per-cell: all K cells' per-cell contributions in one batched pass (autograd's ``is_grads_batched`` and
    ``torch.func``) vs looping over the cells one at a time with the same engine (target ≥ 3×).
 3. ResNet-50 (torchvision, random weights), all 16 bottleneck blocks, 10 steps, top-1 logit (GPU; on CPU
@@ -53,6 +55,32 @@ def retina_model(n_cells: int, device: torch.device) -> torch.nn.Module:
 
     torch.manual_seed(0)
     model = BNCNN(n_cells).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_var.fill_(0.3)
+    return model.to(device)
+
+
+class PlainBNCNN(torch.nn.Module):
+    """The BN-CNN as a user writes it: no retina-codec base class, no declared stem."""
+
+    def __init__(self, n_cells: int, history: int = 40, side: int = 50, channels: int = 8) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.bn1, self.relu1 = nn.Conv2d(history, channels, 15), nn.BatchNorm2d(channels), nn.ReLU()
+        self.conv2, self.bn2, self.relu2 = nn.Conv2d(channels, channels, 11), nn.BatchNorm2d(channels), nn.ReLU()
+        out = side - 15 - 11 + 2
+        self.linear, self.softplus = nn.Linear(channels * out * out, n_cells), nn.Softplus()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        return self.softplus(self.linear(x.flatten(1)))
+
+
+def plain_model(n_cells: int, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = PlainBNCNN(n_cells).eval()
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_var.fill_(0.3)
@@ -118,7 +146,7 @@ def _variants(args, device) -> list[tuple[str, dict]]:
     return [r for r in rows if args.variants is None or any(v in r[0] for v in args.variants)]
 
 
-def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int, str]:
+def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int, str, list]:
     from retina_codec.contributions import ContributionEngine
 
     with ContributionEngine(model, layers, "sum", steps=args.steps, device=device, **opts) as eng:
@@ -133,12 +161,12 @@ def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int, str
     finally:
         torch.backends.cudnn.benchmark = prev
     summary = box[0].summary()
-    return t, chunk, "/".join(f"{summary[n]['total_rel']:.2%}" for n in layers)
+    return t, chunk, "/".join(f"{summary[n]['total_rel']:.2%}" for n in layers), box[0].settings["affine_stem"]
 
 
-def section_retina(args, device) -> None:
-    model = retina_model(args.cells, device)
-    layers = ["conv1", "conv2"]
+def section_retina(args, device, plain: bool = False) -> None:
+    model = plain_model(args.cells, device) if plain else retina_model(args.cells, device)
+    layers = ["relu1", "relu2"] if plain else ["conv1", "conv2"]
     x = torch.randn(args.bins, 40, 50, 50, generator=torch.Generator().manual_seed(0))
     if device.type == "cuda":
         x = x.to(device)  # both sides read their inputs from GPU memory
@@ -155,7 +183,8 @@ def section_retina(args, device) -> None:
             cap_rates[(cchunk, tune)] = len(xc) / t_cap
     torch.backends.cudnn.benchmark = prev
     cap = max(cap_rates.values())
-    print(f"[retina BN-CNN, conv1+conv2, {args.steps} steps, target sum, {machine(device)}]")
+    what = "plain nn.Module BN-CNN (no affine_stem attribute), relu1+relu2" if plain else "retina BN-CNN, conv1+conv2"
+    print(f"[{what}, {args.steps} steps, target sum, {machine(device)}]")
     print(f"  captum: {len(xc)} bins, LayerConductance per layer: "
           + ", ".join(f"{r:,.0f} bins/s ({c} bins per call{', autotune' if t else ''})"
                       for (c, t), r in cap_rates.items())
@@ -165,7 +194,7 @@ def section_retina(args, device) -> None:
     for name, opts in _variants(args, device):
         try:
             err = disagreement(model, xs, layers, args.steps, device, ref, dict(opts))
-            t, chunk, compl = _time_variant(model, x, layers, args, device, dict(opts))
+            t, chunk, compl, stem = _time_variant(model, x, layers, args, device, dict(opts))
         except Exception as exc:  # noqa: BLE001 - report and go on with the other variants
             print(f"  ours [{name}]: FAILED {type(exc).__name__}: {str(exc)[:200]}")
             continue
@@ -175,10 +204,10 @@ def section_retina(args, device) -> None:
         verdict = (f"ratio ours/captum = {ours / cap:.1f}x" + (" (bf16 vs captum's float32)" if low else "")
                    if ok else "DIFFERS from captum: no ratio")
         print(f"  ours [{name}]: {len(x)} bins in {t:.3f} s = {ours:,.0f} bins/s (chunk {chunk}, completeness "
-              f"error {compl}, max rel. diff vs captum {err:.1e}) -> {verdict}")
-    if device.type == "cuda" and not args.no_recording:
+              f"error {compl}, max rel. diff vs captum {err:.1e}, stem {'+'.join(stem) or 'none'}) -> {verdict}")
+    if device.type == "cuda" and not args.no_recording and not plain:
         section_recording(args, device, model, layers)
-    if device.type == "cuda" and args.profile:
+    if device.type == "cuda" and args.profile and not plain:
         profile_chunk(args, device, model, layers, x)
 
 
@@ -346,7 +375,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--resnet-chunk", type=int, default=None)
     p.add_argument("--captum-resnet-chunk", type=int, default=None)
-    p.add_argument("--skip", nargs="*", default=[], choices=["retina", "per_cell", "resnet"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["retina", "plain", "per_cell", "resnet"])
     args = p.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -363,6 +392,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {machine(device)}")
     if "retina" not in args.skip:
         section_retina(args, device)
+    if "plain" not in args.skip:
+        section_retina(args, device, plain=True)
     if "per_cell" not in args.skip:
         section_per_cell(args, device)
     if "resnet" not in args.skip:

@@ -21,6 +21,7 @@ __all__ = [
     "UnknownIntervalError",
     "CheckpointError",
     "UntrustedCheckpointError",
+    "ModelContractError",
     "LayerNotFoundError",
     "ModesError",
     "OutputExistsError",
@@ -81,6 +82,11 @@ class CheckpointError(RetinaCodecError, ValueError):
 
 class UntrustedCheckpointError(CheckpointError):
     """A pickle checkpoint needs types beyond the safe set; pass ``trust=True`` only for files you trust."""
+
+
+class ModelContractError(RetinaCodecError, ValueError):
+    """A model does not meet the toolkit's model contract (input spec, ``(B, N)`` rates, cell ids, layer names);
+    :func:`retina_codec.models.wrap` makes a plain ``nn.Module`` meet it."""
 
 
 class LayerNotFoundError(RetinaCodecError, KeyError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,18 @@ from torch import nn
 from ..devices import resolve_device
 from ..models.fft_conv import fft_conv_swaps
 from ..models.fold_bn import batchnorm_folds
-from .hooks import capture_outputs, prepared_model, replace_outputs, resolve_module, swap_modules
+from .hooks import (
+    canonical_name,
+    capture_outputs,
+    prepared_model,
+    replace_outputs,
+    resolve_module,
+    swap_modules,
+)
 from .methods import Conductance, Method, make_method
 from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolate, stem_before_layers
 from .reductions import normalize_reduce, reduce_map, reduced_shape
+from .stem_search import discover_stem
 from .targets import Target, make_target
 
 __all__ = ["ContributionEngine", "ChunkResult", "default_device", "to_device", "FAST_CONV", "BATCHED_BACKWARD"]
@@ -68,15 +77,23 @@ def _cudnn_autotune(enabled: bool):
 
 @contextlib.contextmanager
 def _memory_format(model: nn.Module, channels_last: bool):
-    """4-D parameters in channels-last layout within the block (restored on exit)."""
+    """Parameters and buffers in channels-last layout within the block: 4-D ones ``channels_last``, 5-D ones
+    (3-D convolutions) ``channels_last_3d``; restored on exit. ``nn.Module.to(memory_format=...)`` cannot
+    be used: it converts 5-D tensors with the 4-D format and fails."""
     if not channels_last:
         yield
         return
-    model.to(memory_format=torch.channels_last)
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    changed = []
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.dim() in formats:
+            changed.append((t, t.data))
+            t.data = t.data.contiguous(memory_format=formats[t.dim()])
     try:
         yield
     finally:
-        model.to(memory_format=torch.contiguous_format)
+        for t, data in changed:
+            t.data = data
 
 
 @dataclass
@@ -146,8 +163,10 @@ class ContributionEngine:
         self.dtype = dtype
         # a hooked layer inside the stem must see its own output: the stem is cut before it (after it when
         # it is one of the stem's modules), since a replayed stem only reproduces the stem's last output
-        self.stem: AffineStem | None = stem_before_layers(
-            find_stem(model, None if stem == "auto" else (stem or ())), self.layers)
+        declared = find_stem(model, None if isinstance(stem, str) and stem == "auto" else (stem or ()))
+        self.stem: AffineStem | None = stem_before_layers(declared, self.layers)
+        # a model that names no stem gets one searched for on the first probe (stem_search)
+        self._search_stem = isinstance(stem, str) and stem == "auto" and declared is None
         if fast_conv not in FAST_CONV:
             raise ValueError(f"fast_conv: expected one of {FAST_CONV}, found {fast_conv!r}")
         self.fast_conv = fast_conv
@@ -197,12 +216,20 @@ class ContributionEngine:
         assert self._stack is not None
         probe = x[:1]
         if self.fold_batchnorm:
-            swaps = batchnorm_folds(self.model, probe, keep=set(self.layers))
+            swaps = batchnorm_folds(self.model, probe, keep={canonical_name(self.model, n) for n in self.layers})
             if swaps and self._same_outputs(probe, swaps):
                 self._stack.enter_context(swap_modules(self.model, swaps))
+            else:
+                warnings.warn(f"fold_batchnorm: {type(self.model).__name__} has no eval-mode BatchNorm2d fed by an "
+                              "nn.Conv2d that can be folded (exactly); running unfolded", RuntimeWarning,
+                              stacklevel=4)
         swaps = self._fft_swaps()
         if swaps:
             self._stack.enter_context(swap_modules(self.model, swaps))
+        elif self.fast_conv == "fft":
+            warnings.warn(f"fast_conv='fft': {type(self.model).__name__} has no nn.Conv2d with stride 1, one group and "
+                          "a kernel side >= 7 (3-D convolutions and functional convolutions are not swapped); "
+                          "running its own convolutions", RuntimeWarning, stacklevel=4)
 
     def _same_outputs(self, probe: torch.Tensor, swaps: dict[str, nn.Module], rtol: float = 1e-4) -> bool:
         def run() -> list[torch.Tensor]:
@@ -241,14 +268,36 @@ class ContributionEngine:
             "method": self.method.name, "rule": self.method.rule or "", "steps": self.method.steps,
             "target": self.target.describe(), "layers": list(self.layers), "reduction": list(self.reduce),
             "baseline": float(b) if not isinstance(b, torch.Tensor) else "tensor",
-            "affine_stem": list(self.stem.names) if self.stem is not None else [],
+            "affine_stem": self._stem_names(),
             **({"precision": "bf16 autocast"} if self.autocast else {}),
         }
 
+    def _stem_names(self) -> list[str]:
+        """The stem's modules by the names the user addresses them with (a wrapped model's own names)."""
+        if self.stem is None:
+            return []
+        back = {v: k for k, v in (getattr(self.model, "layer_aliases", None) or {}).items()}
+        return [back.get(n, n) for n in self.stem.names]
+
     # ---- shapes and batch size --------------------------------------------------------------------
+    def _ensure_stem(self, sample_shape: tuple[int, ...]) -> None:
+        """Search the model's affine stem once (before any module is swapped for a faster one), on a random
+        probe of one sample against the engine's baseline; none found means the plain path."""
+        if not self._search_stem:
+            return
+        self._search_stem = False
+        gen = torch.Generator(device="cpu").manual_seed(1234)
+        probe = torch.randn((1, *sample_shape), generator=gen).to(device=self.device, dtype=self.run_dtype)
+        b = self.baseline
+        if isinstance(b, torch.Tensor) and b.ndim == len(sample_shape) + 1:
+            b = b[:1]
+        found = discover_stem(self.model, probe, baseline_like(b, probe))
+        self.stem = stem_before_layers(found, self.layers)
+
     def probe(self, sample_shape: tuple[int, ...]) -> tuple[dict[str, tuple[int, ...]], int]:
         """Per-sample output shape of every hooked layer and the bytes of all module outputs per row."""
         self._require_open()
+        self._ensure_stem(tuple(sample_shape))
         x = torch.zeros((1, *sample_shape), dtype=self.run_dtype, device=self.device)
         total = [0]
         shapes: dict[str, tuple[int, ...]] = {}
@@ -395,6 +444,7 @@ class ContributionEngine:
         return ChunkResult.cat([self.compute(xx, bb) for xx, bb in parts])
 
     def _compute(self, x: torch.Tensor, baseline: torch.Tensor | None = None) -> ChunkResult:
+        self._ensure_stem(tuple(x.shape[1:]))
         self._swap_fast_modules(x)
         self._chunk_baseline = baseline is not None
         x0 = baseline_like(self.baseline if baseline is None else baseline, x)
@@ -449,8 +499,16 @@ class ContributionEngine:
     def _input_path(self, x, x0, alphas, alphas_l) -> ChunkResult:
         s, b = len(alphas_l), x.shape[0]
         i1 = alphas_l.index(1.0)
+        func = None
         if self._use_func():
-            out, acts, values, grads = self._func_pass(x, x0, alphas, i1)
+            try:
+                func = self._func_pass(x, x0, alphas, i1)
+            except RuntimeError as err:  # e.g. an in-place op (clamp_) torch.func cannot batch
+                warnings.warn(f"batched_backward='func' failed on {type(self.model).__name__} ({str(err).splitlines()[0]}); "
+                              "using autograd's batched backward instead", RuntimeWarning, stacklevel=3)
+                self.batched_backward = "autograd"
+        if func is not None:
+            out, acts, values, grads = func
             out_x = out[i1]
         else:
             store: dict[str, torch.Tensor] = {}

@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import LayerNotFoundError
 
 __all__ = [
+    "canonical_name",
     "resolve_module",
     "capture_outputs",
     "replace_outputs",
@@ -26,14 +27,26 @@ __all__ = [
 ]
 
 
+def canonical_name(model: nn.Module, name: str) -> str:
+    """The ``named_modules()`` name of layer ``name``: itself, or what ``model.layer_aliases`` maps it to
+    (a wrapped module's own names: ``"conv1"`` → ``"net.conv1"``)."""
+    aliases = getattr(model, "layer_aliases", None)
+    if aliases and name in aliases:
+        return aliases[name]
+    return name
+
+
 def resolve_module(model: nn.Module, name: str) -> nn.Module:
-    """The sub-module called ``name`` (a ``named_modules()`` name); raises :class:`LayerNotFoundError`."""
+    """The sub-module called ``name`` (a ``named_modules()`` name or one of ``model.layer_aliases``);
+    raises :class:`LayerNotFoundError` listing the names the model offers."""
     modules = dict(model.named_modules())
+    asked, name = name, canonical_name(model, name)
     if name not in modules or name == "":
-        known = [n for n in modules if n]
+        aliases = getattr(model, "layer_aliases", None)
+        known = list(aliases) if aliases else [n for n in modules if n]
         shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
         raise LayerNotFoundError(
-            f"layer {name!r} not found in {type(model).__name__}; available layers: {shown or 'none'}"
+            f"layer {asked!r} not found in {type(model).__name__}; available layers: {shown or 'none'}"
         )
     return modules[name]
 
@@ -50,6 +63,7 @@ class Replay(nn.Module):
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    name = canonical_name(model, name)
     parent_name, _, attr = name.rpartition(".")
     parent = resolve_module(model, parent_name) if parent_name else model
     if isinstance(parent, (nn.Sequential, nn.ModuleList)) and attr.isdigit():

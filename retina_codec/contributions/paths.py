@@ -7,18 +7,19 @@ model output of ``(S·B, ...)`` rows views as ``(S, B, ...)``.
 BatchNorm; named by ``model.affine_stem``), ``stem(x₀ + α(x − x₀)) = stem(x₀) + α(stem(x) − stem(x₀))``.
 The stem is then run once on x (and once on x₀) instead of once per step: its first module is swapped for a
 :class:`~.hooks.Replay` of the per-step outputs, the rest of the stem for ``Identity``, and the model is fed
-a zero-stride dummy input that is never materialised.
+a zero-stride dummy input that is never materialised. A model that declares no stem gets one found for it
+(:mod:`.stem_search`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .hooks import Replay, resolve_module, swap_modules
+from .hooks import Replay, canonical_name, resolve_module, swap_modules
 
 __all__ = ["AffineStem", "interpolate", "baseline_like", "dummy_input", "find_stem", "stem_before_layers"]
 
@@ -50,26 +51,35 @@ def dummy_input(rows: int, sample_shape: Sequence[int], like: torch.Tensor) -> t
 
 
 def find_stem(model: nn.Module, names: Sequence[str] | None = None) -> AffineStem | None:
-    """The model's affine stem from ``names`` or ``model.affine_stem``; ``None`` when it has none."""
+    """The model's affine stem from ``names`` or its declared ``model.affine_stem``; ``None`` when it has none
+    (the engine then searches for one: :func:`~.stem_search.discover_stem`)."""
     names = names if names is not None else getattr(model, "affine_stem", None)
     if not names:
         return None
-    return AffineStem(model, tuple(names))
+    return AffineStem(model, tuple(names), getattr(model, "stem_input", None))
 
 
 class AffineStem:
-    """Leading modules of ``model`` that are affine in eval mode and applied in sequence to the input."""
+    """Leading modules of ``model`` that are affine in eval mode and applied in sequence to the input.
 
-    def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
+    ``pre`` maps the model's input to the first module's (a reshape, or a wrapped model's linear
+    :meth:`~retina_codec.models.WrappedModel.stem_input`); ``None`` when the first module takes it as is.
+    """
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...],
+                 pre: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.model = model
-        self.names = names
-        for n in names:  # fail early on a wrong name; the modules themselves are resolved per call
+        self.names = tuple(canonical_name(model, n) for n in names)
+        self.pre = pre
+        for n in self.names:  # fail early on a wrong name; the modules themselves are resolved per call
             resolve_module(model, n)
         self.verified = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``stem(x)`` (no autograd)."""
         with torch.no_grad():
+            if self.pre is not None:
+                x = self.pre(x)
             for n in self.names:  # resolved per call: the engine may have swapped in faster modules
                 x = resolve_module(self.model, n)(x)
         return x
@@ -115,6 +125,7 @@ def stem_before_layers(stem: AffineStem | None, layers: Sequence[str]) -> Affine
     """
     if stem is None:
         return None
+    layers = [canonical_name(stem.model, layer) for layer in layers]
     keep = len(stem.names)
     for i, name in enumerate(stem.names):
         if any(layer.startswith(name + ".") for layer in layers):
@@ -123,4 +134,4 @@ def stem_before_layers(stem: AffineStem | None, layers: Sequence[str]) -> Affine
             keep = min(keep, i + 1)
     if keep == len(stem.names):
         return stem
-    return AffineStem(stem.model, stem.names[:keep]) if keep else None
+    return AffineStem(stem.model, stem.names[:keep], stem.pre) if keep else None

@@ -157,16 +157,18 @@ def as_source(inputs: Any, model: Any = None, split: str | None = "test", histor
               offset: int | None = None) -> InputSource:
     """Wrap a tensor / array, a :class:`~retina_codec.recordings.Recording` or a DataLoader as a source.
 
-    For a recording, ``history`` / ``offset`` default to the model's ``input_spec`` (else 40 / 1).
+    For a recording, ``history`` / ``offset`` default to the model's ``input_spec`` (checked against the
+    model contract, :func:`~retina_codec.models.contract.window_spec`; a module without one needs
+    ``history``).
     """
     if isinstance(inputs, InputSource):
         return inputs
     if isinstance(inputs, (torch.Tensor, np.ndarray)):
         return TensorSource(inputs)
     if hasattr(inputs, "iter_windows") and hasattr(inputs, "window_bins"):
-        spec = getattr(model, "input_spec", None)
-        h = history if history is not None else int(getattr(spec, "history", getattr(model, "history", 40)))
-        off = offset if offset is not None else int(getattr(spec, "offset", 1))
+        from ..models.contract import window_spec
+
+        h, off = window_spec(model, history, offset, "contributions")
         warn_frame_rate(model, inputs)
         return RecordingSource(inputs, split=split, history=h, offset=off, norm=model_norm_stats(model))
     if isinstance(inputs, Iterable):

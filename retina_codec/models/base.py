@@ -78,6 +78,9 @@ class InputSpec:
     frame_rate : frames per second (Hz) of the training data; ``None`` when unknown.
     offset : window convention: bin t's window is frames ``t-history-offset+1 … t-offset``
         (``offset=1``, torch-deep-retina's: frames ``t-history … t-1``).
+    channels : colour channels of the wrapped network's own input (e.g. 2 for an openretina UV/green
+        model), ``None`` for a greyscale model. The model itself always takes greyscale windows
+        ``(B, history, H, W)``; a colour model maps them onto its channels (:mod:`.wrapped`).
     """
 
     history: int
@@ -85,6 +88,7 @@ class InputSpec:
     width: int
     frame_rate: float | None = None
     offset: int = 1
+    channels: int | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -99,7 +103,8 @@ class InputSpec:
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
         """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
         return cls(int(d["history"]), int(d["height"]), int(d["width"]),
-                   None if d.get("frame_rate") is None else float(d["frame_rate"]), int(d.get("offset", 1)))
+                   None if d.get("frame_rate") is None else float(d["frame_rate"]), int(d.get("offset", 1)),
+                   None if d.get("channels") is None else int(d["channels"]))
 
 
 class RetinaModel(nn.Module):
@@ -114,7 +119,10 @@ class RetinaModel(nn.Module):
     layer_names : addressable names in forward order (a block's own name follows its parts).
     hidden_layers : the interneuron layers (post-nonlinearity block outputs).
     affine_stem : names of the leading modules that are affine in eval mode; the contribution engine
-        computes ``stem(αx) = α·(stem(x) − stem(0)) + stem(0)`` once for a path of inputs αx.
+        computes ``stem(αx) = α·(stem(x) − stem(0)) + stem(0)`` once for a path of inputs αx (when empty,
+        the engine looks for one itself: :func:`~retina_codec.contributions.stem_search.discover_stem`).
+    layer_aliases : extra names for sub-modules, ``{name: named_modules() name}`` (a wrapped module's
+        own names, ``"conv1"`` for ``"net.conv1"``); every function that takes a layer name accepts them.
     """
 
     architecture: ClassVar[str] = "RetinaModel"
@@ -134,6 +142,7 @@ class RetinaModel(nn.Module):
     layer_names: tuple[str, ...] = ()
     hidden_layers: tuple[str, ...] = ()
     affine_stem: tuple[str, ...] = ()
+    layer_aliases: dict[str, str] = {}  # noqa: RUF012  (read-only default; subclasses set their own)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this architecture (JSON-ready)."""
@@ -160,7 +169,10 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     Raises :class:`~retina_codec.errors.LayerNotFoundError` naming the model and the available names
     (``model.layer_names`` when the model has them, else every named submodule).
     """
+    from ..contributions.hooks import canonical_name
+
     modules = dict(model.named_modules())
+    name = canonical_name(model, name)
     if name in modules and name != "":
         return modules[name]
     available = list(getattr(model, "layer_names", ()) or [n for n in modules if n])

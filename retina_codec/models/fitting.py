@@ -101,6 +101,9 @@ class Evaluation:
 
 
 def _check_compatible(model: RetinaModel, recording: Recording) -> None:
+    from .contract import check_retina_model
+
+    check_retina_model(model, "predict")
     warn_frame_rate(model, recording)
     spec = model.input_spec
     if tuple(recording.frame_shape) != (spec.height, spec.width):
@@ -108,10 +111,11 @@ def _check_compatible(model: RetinaModel, recording: Recording) -> None:
             f"recording {recording.stimulus_name!r}: frames are {recording.frame_shape[0]}x"
             f"{recording.frame_shape[1]}, the model expects {spec.height}x{spec.width}"
         )
-    if recording.n_cells != model.n_cells:
+    n_model = getattr(model, "n_cells", None)
+    if n_model is not None and recording.n_cells != n_model:
         raise ShapeMismatchError(
             f"recording {recording.stimulus_name!r}: has {recording.n_cells} cells, the model predicts "
-            f"{model.n_cells}"
+            f"{n_model}"
         )
 
 

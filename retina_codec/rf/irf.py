@@ -56,11 +56,11 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 def model_window(model: nn.Module, history: int | None = None, offset: int | None = None) -> tuple[int, int]:
-    """``(history, offset)`` from the model's ``input_spec`` when it has one (arguments win)."""
-    spec = getattr(model, "input_spec", None)
-    h = history if history is not None else (spec.history if spec is not None else 40)
-    o = offset if offset is not None else (getattr(spec, "offset", 1) if spec is not None else 1)
-    return int(h), int(o)
+    """``(history, offset)`` from the model's checked ``input_spec`` (arguments win; a module without one
+    needs ``history``): :func:`~retina_codec.models.contract.window_spec`."""
+    from ..models.contract import window_spec
+
+    return window_spec(model, history, offset, "receptive fields")
 
 
 def input_jacobian(model: nn.Module, x: torch.Tensor, cells: Sequence[int],
