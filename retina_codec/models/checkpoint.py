@@ -66,6 +66,8 @@ def save_model(model: RetinaModel, path: str | os.PathLike, metadata: dict[str, 
     """
     if not isinstance(model, RetinaModel):
         raise CheckpointError(f"save_model: expected a retina-codec RetinaModel, found {type(model).__name__}")
+    if model.describe().get("config") is None:  # a wrapped module: its architecture is the user's code
+        model.config()  # raises CheckpointError saying how to save it instead
     weights, meta_path = checkpoint_paths(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
