@@ -1,8 +1,6 @@
 """Models in the wild: any nn.Module through ``models.wrap`` and the model contract, at every stage; the affine
 stem found automatically (and refused when it does not hold); speed options on modules we did not write."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -280,31 +278,60 @@ def test_speed_options_on_a_3d_module_work_or_say_why_not(timecnn):
     assert next(timecnn.parameters()).is_contiguous()  # the layout is restored after the block
 
 
-class InPlaceReadout(PlainCNN):
-    """An in-place clamp_ (as openretina's Gaussian readouts do): torch.func cannot batch it."""
+class _OldStyleSoftplus(torch.autograd.Function):
+    """An autograd.Function written the pre-functorch way (no setup_context): torch.func cannot run it."""
 
+    @staticmethod
+    def forward(ctx, y):
+        ctx.save_for_backward(y)
+        return F.softplus(y)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * torch.sigmoid(y)
+
+
+class OldStyleReadout(PlainCNN):
     def forward(self, x):
+        with torch.no_grad():  # a parameter clamped in place, as openretina's Gaussian readouts do with mu
+            self.linear.weight.clamp_(-10, 10)
         x = self.relu1(self.bn1(self.conv1(x)))
         x = self.relu2(self.bn2(self.conv2(x)))
-        y = self.linear(x.flatten(1))
-        return F.softplus(y.clamp_(-10, 10))
+        return _OldStyleSoftplus.apply(self.linear(x.flatten(1)))
 
 
 def test_torch_func_backward_falls_back_with_a_warning():
     torch.manual_seed(0)
-    model = randomize_bn(InPlaceReadout()).double()
+    model = randomize_bn(OldStyleReadout()).double()
     x = torch.randn(2, 10, 20, 20, generator=torch.Generator().manual_seed(7), dtype=F64)
     ref = contributions(model, x, ["relu2"], target=[0, 1, 2], steps=4, dtype=F64, quiet=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with pytest.warns(RuntimeWarning, match="batched_backward='func' failed"):
         got = contributions(model, x, ["relu2"], target=[0, 1, 2], steps=4, dtype=F64, quiet=True,
                             batched_backward="func")
     assert rel_err(got["relu2"], ref["relu2"]) < 1e-10
-    if caught:  # torch.func may learn to batch clamp_; when it cannot, the user is told
-        assert any("batched_backward='func'" in str(w.message) for w in caught)
 
 
 def test_engine_reports_the_stem_before_the_first_chunk(plain):
     with ContributionEngine(plain, ["relu2"], "sum", steps=4, dtype=F64) as eng:
         eng.output_shapes((10, 20, 20))
         assert eng.describe()["affine_stem"] == ["conv1", "bn1"]  # what a store records up front
+
+
+@pytest.mark.parametrize("rule", ["trapezoid", "left"])
+def test_a_path_too_large_for_memory_is_walked_in_parts_with_the_same_numbers(timecnn, monkeypatch, rule):
+    """One sample's path points that exceed the memory budget (a 3-D convolution's column buffer counted)
+    are computed in passes of consecutive points: the same contributions as one pass."""
+    m = wrap(timecnn, history=6, frame_shape=(12, 12), channels=2)
+    x = torch.randn(3, 6, 12, 12, generator=torch.Generator().manual_seed(8))
+    whole = contributions(m, x, ["act0", "act1"], target=[0, 2], steps=9, rule=rule, quiet=True, batch_size=3)
+    monkeypatch.setenv("RETINA_CODEC_MEMORY_BUDGET", "40000")  # bytes: a few path points of one sample
+    with ContributionEngine(m, ["act0", "act1"], [0, 2], steps=9) as eng:
+        assert eng.auto_batch_size((6, 12, 12)) == 1
+        assert 2 <= eng.points_per_pass < 10
+    parts = contributions(m, x, ["act0", "act1"], target=[0, 2], steps=9, rule=rule, quiet=True)
+    for layer in ("act0", "act1"):
+        assert rel_err(parts[layer], whole[layer]) < 1e-5, layer
+        np.testing.assert_allclose(parts.completeness[layer], whole.completeness[layer], atol=1e-6)
+    np.testing.assert_allclose(parts.f_x, whole.f_x, rtol=1e-6)
+    np.testing.assert_allclose(parts.f_baseline, whole.f_baseline, rtol=1e-6)

@@ -12,6 +12,7 @@ outputs vmapped over the targets (every op batched).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from .stem_search import discover_stem
 from .targets import Target, make_target
 
 __all__ = ["ContributionEngine", "ChunkResult", "default_device", "to_device", "FAST_CONV", "BATCHED_BACKWARD"]
+
+log = logging.getLogger(__name__)
 
 FAST_CONV = ("auto", "fft", "native")
 BATCHED_BACKWARD = ("auto", "autograd", "func")
@@ -119,6 +122,17 @@ class ChunkResult:
                            {n: torch.cat([p.error[n] for p in parts]) for n in first.error})
 
 
+def _conv3d_workspace(m: nn.Module, out: torch.Tensor) -> int:
+    """Bytes of the column buffer a CPU 3-D convolution unfolds its input into, for one output row: a module
+    with a 5-D weight ``(C_out, C_in/groups, kT, kH, kW)`` (``nn.Conv3d`` or a user's own calling
+    ``F.conv3d``, as openretina's space-time convolutions do) needs ``C_in/groups·kT·kH·kW`` elements per
+    output position; 0 for other modules."""
+    w = getattr(m, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.dim() != 5 or out.dim() != 5:
+        return 0
+    return int(np.prod(w.shape[1:])) * int(np.prod(out.shape[2:])) * out.element_size()
+
+
 def _available_bytes() -> int:
     try:
         with open("/proc/meminfo") as fh:
@@ -182,6 +196,7 @@ class ContributionEngine:
         self._stack: contextlib.ExitStack | None = None
         self._s0_cache: tuple[tuple, torch.Tensor] | None = None
         self._chunk_baseline = False
+        self.points_per_pass: int | None = None  # set by auto_batch_size when one sample's path does not fit
 
     # ---- context ---------------------------------------------------------------------------------
     def __enter__(self) -> ContributionEngine:
@@ -305,7 +320,7 @@ class ContributionEngine:
 
         def count(m: nn.Module, a: object, out: object) -> None:
             if isinstance(out, torch.Tensor):
-                total[0] += out.numel() * out.element_size()
+                total[0] += out.numel() * out.element_size() + _conv3d_workspace(m, out)
 
         try:
             for m in self.model.modules():
@@ -334,7 +349,8 @@ class ContributionEngine:
         k = self.target.n_targets
         elem = torch.tensor([], dtype=self.run_dtype).element_size()
         hooked = sum(int(np.prod(v)) for v in shapes.values()) * elem
-        per_sample = s * (3 * row_bytes + 3 * k * hooked) + int(np.prod(sample_shape)) * elem * 2
+        per_point = 3 * row_bytes + 3 * k * hooked
+        per_sample = s * per_point + int(np.prod(sample_shape)) * elem * 2
         if budget_bytes is None:
             env = os.environ.get("RETINA_CODEC_MEMORY_BUDGET")
             if env:
@@ -346,7 +362,17 @@ class ContributionEngine:
                 # smaller chunks run faster on a CPU (cache): the full-size retina BN-CNN did 250–275 bins/s
                 # at 16–32 bins per chunk vs 190 at 48 (this budget gives ≈ 22; benchmarks/RESULTS.md)
                 budget_bytes = min(512 << 20, _available_bytes() // 4)
+        self.points_per_pass = None
+        if per_sample > budget_bytes and self._splittable():
+            # one sample's path does not fit: walk it in passes of consecutive points (exact, see _input_path)
+            self.points_per_pass = int(min(s - 1, max(2, budget_bytes // max(per_point, 1))))
+            log.info("one sample's %d path points need %.0f MB (budget %.0f MB): %d points per pass", s,
+                     per_sample / 2**20, budget_bytes / 2**20, self.points_per_pass)
         return int(max(1, min(4096, budget_bytes // max(per_sample, 1))))
+
+    def _splittable(self) -> bool:
+        """Conductance along the input path is a sum over consecutive path points: it can be walked in parts."""
+        return isinstance(self.method, Conductance) and self.method.path == "input" and len(self.method.alphas()) > 2
 
     # ---- core passes --------------------------------------------------------------------------------
     def _stem_baseline(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -497,6 +523,9 @@ class ContributionEngine:
         return out, acts, values, list(grads)
 
     def _input_path(self, x, x0, alphas, alphas_l) -> ChunkResult:
+        p = self.points_per_pass
+        if p is not None and p < len(alphas_l) and self._splittable():
+            return self._input_path_in_parts(x, x0, alphas, alphas_l, p)
         s, b = len(alphas_l), x.shape[0]
         i1 = alphas_l.index(1.0)
         func = None
@@ -532,6 +561,42 @@ class ContributionEngine:
                 a_0 = a[alphas_l.index(0.0)] if 0.0 in alphas_l else None
                 c = self.method.combine(a, g, a[i1], a_0).to(self.run_dtype)
                 contribs[name], errors[name] = self._finish(c, f_x, f_0)
+        return ChunkResult(contribs, self._squeeze(f_x), self._squeeze(f_0), errors)
+
+    def _input_path_in_parts(self, x, x0, alphas, alphas_l, p: int) -> ChunkResult:
+        """Conductance walked in passes of ``p`` consecutive path points that share their end points
+        (points 0…p−1, p−1…2p−2, ...): both rules are sums over consecutive pairs of points, so the parts'
+        sums add up to the whole path's exactly (one point per part boundary is evaluated twice)."""
+        s, b = len(alphas_l), x.shape[0]
+        starts = list(range(0, s - 1, p - 1))
+        total: dict[str, torch.Tensor] = {}
+        f_0 = f_x = None
+        with torch.no_grad():
+            out_x = self._forward_path(x, x0, alphas[-1:], None)[0]  # the target's reference output (α = 1)
+        for i in starts:
+            j = min(i + p, s)
+            part = alphas[i:j]
+            store: dict[str, torch.Tensor] = {}
+            with torch.enable_grad():
+                out = self._forward_path(x, x0, part, store)
+                values = self._values(out, out_x)
+                acts = [store[n] for n in self.layers]
+                grads = self._grads(values, acts)
+            values = values.detach()
+            if i == 0:
+                f_0 = values[0]
+            if j == s:
+                f_x = values[-1]
+            with torch.no_grad():
+                for name, a, g in zip(self.layers, acts, grads):
+                    a = a.detach().reshape(j - i, b, *a.shape[1:])
+                    g = g.reshape(g.shape[0], j - i, b, *a.shape[2:])
+                    c = self.method.combine(a, g, a[-1], a[0]).to(self.run_dtype)
+                    total[name] = c if name not in total else total[name] + c
+        contribs, errors = {}, {}
+        with torch.no_grad():
+            for name in self.layers:
+                contribs[name], errors[name] = self._finish(total[name], f_x, f_0)
         return ChunkResult(contribs, self._squeeze(f_x), self._squeeze(f_0), errors)
 
     def _layer_path(self, x, x0, alphas) -> ChunkResult:
