@@ -56,7 +56,8 @@ def test_json_sidecar_is_self_describing(tmp_path):
     doc = json.loads((tmp_path / "model.json").read_text())
     assert doc["format"] == "retina-codec-model" and doc["architecture"] == "BNCNN"
     assert doc["config"]["bn"] == "unit" and doc["config"]["readout_bias"] is False
-    assert doc["input_spec"] == {"history": 6, "height": 30, "width": 30, "frame_rate": 100.0, "offset": 1}
+    assert doc["input_spec"] == {"history": 6, "height": 30, "width": 30, "frame_rate": 100.0, "offset": 1,
+                                 "channels": None}
     assert doc["norm_stats"] == {"mean": 0.4321, "std": 0.1234}
     assert doc["cell_ids"] == ["c0", "c1", "c2"] and doc["metadata"] == {"metrics": {"r": 0.5}}
     assert doc["weights_file"] == "model.safetensors" and len(doc["weights_sha256"]) == 64
