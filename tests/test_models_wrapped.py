@@ -111,7 +111,7 @@ def test_plain_module_contributions_equal_captum_and_the_stem_is_found(plain):
     assert rel_err(got["relu2"], res["relu2"]) < 1e-12
 
 
-def test_wrap_describes_the_module_and_refuses_what_does_not_fit(plain):
+def test_wrap_describes_the_module_and_refuses_what_does_not_fit(plain, tmp_path):
     m = wrap(plain, history=10, frame_shape=(20, 20), layers=["relu1", "relu2"], frame_rate=100.0,
              cell_ids=["a", "b", "c", "d"], norm_stats=(0.5, 0.2))
     assert (m.n_cells, m.cell_ids, m.hidden_layers) == (4, ["a", "b", "c", "d"], ("relu1", "relu2"))
@@ -127,7 +127,7 @@ def test_wrap_describes_the_module_and_refuses_what_does_not_fit(plain):
     with pytest.raises(ModelContractError, match=r"\(B, N\)"):
         wrap(nn.Conv2d(10, 2, 3), history=10, frame_shape=(20, 20))  # a 4-D output is not rates
     with pytest.raises(CheckpointError, match="cannot be saved"):
-        save_model(m, "unused")
+        save_model(m, tmp_path / "unused")
     with pytest.raises(LayerNotFoundError, match="relu1"):  # the error lists the module's own names
         contributions(m, torch.zeros(1, 10, 20, 20, dtype=F64), ["relu7"], quiet=True)
 

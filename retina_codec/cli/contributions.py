@@ -17,7 +17,13 @@ import os
 import sys
 
 from ..errors import RetinaCodecError
-from .options import add_overwrite_argument, add_responses_argument, add_trust_argument, check_output
+from .options import (
+    add_overwrite_argument,
+    add_responses_argument,
+    add_session_argument,
+    add_trust_argument,
+    check_output,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -30,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "contributions", help="contributions of hidden layers to a target, streamed to HDF5",
         description="Conductance (CODEC) contributions of the named layers of a model to a target, "
                     "for every time bin of a recording split; written to one HDF5 file (resumable).")
-    p.add_argument("model", help="model directory or checkpoint (retina_codec.models.load_model)")
+    p.add_argument("model", help="model directory or checkpoint (retina_codec.models.load_model): retina-codec "
+                                 "folder, torch-deep-retina .pt or openretina .ckpt")
     p.add_argument("recording", help="recording (.nwb)")
     p.add_argument("--out", required=True, help="output HDF5 file")
     add_overwrite_argument(p)
@@ -67,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="bf16 mixed precision for the passes (GPU speed; bf16 rounding shows in completeness)")
     p.add_argument("--no-resume", action="store_true", help="ignore a partial file from an interrupted run")
     add_trust_argument(p)
+    add_session_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -113,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..recordings.nwb import read_nwb
 
     check_output(args.out, args.overwrite)
-    model = load_model(args.model, trust=args.trust)
+    model = load_model(args.model, trust=args.trust, session=args.session)
     rec = read_nwb(args.recording, stimulus=args.stimulus, responses=args.responses)
     split = None if args.split == "all" else args.split
     full_split = split

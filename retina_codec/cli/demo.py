@@ -68,6 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help=f"fitted model folder (default: the shipped {SHIPPED_MODEL}; when that is missing, a small "
                         "BN-CNN is fitted into OUT/model)")
+    p.add_argument("--session", default=None, metavar="NAME",
+                   help="with --model MODEL.ckpt: the recording session of a multi-session openretina checkpoint")
     p.add_argument("--fit", action="store_true", help="fit a small BN-CNN into OUT/model instead of using --model")
     p.add_argument("--fit-epochs", type=int, default=2, help="epochs of that fit (default 2)")
     p.add_argument("--fit-steps", type=int, default=100, help="batches of 256 per epoch of that fit (default 100)")
@@ -102,6 +104,7 @@ class DemoSettings:
     preset: str = "default"
     seed: int = 0
     model: str | None = None
+    session: str | None = None
     fit: bool = False
     fit_epochs: int = 2
     fit_steps: int = 100
@@ -121,7 +124,8 @@ class DemoSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoSettings:
-        return cls(out=args.out, preset=args.preset, seed=args.seed, model=args.model, fit=args.fit,
+        return cls(out=args.out, preset=args.preset, seed=args.seed, model=args.model,
+                   session=getattr(args, "session", None), fit=args.fit,
                    fit_epochs=args.fit_epochs, fit_steps=args.fit_steps, bins=args.bins, irf_bins=args.irf_bins,
                    rf_cells=args.rf_cells, rf_modes=args.rf_modes, steps=args.steps, sae_epochs=args.sae_epochs,
                    model_sta_samples=args.model_sta_samples, device=args.device, resimulate=args.resimulate,
@@ -361,7 +365,7 @@ class Demo:
                 print(f"      {shipped} not found: fitting a small BN-CNN instead (pass --model to use another)")
                 self._fit_small(local, "the shipped model is missing")
                 path, source = local, "fitted by the demo (shipped model missing)"
-            self._model = load_model(path, device=self.device)
+            self._model = load_model(path, device=self.device, session=s.session)
             self._model_path, self._model_source = path, source
             m = self._model
             print(f"      {m.architecture} from {path} ({source}): history {m.input_spec.history}, "
@@ -756,13 +760,18 @@ class Demo:
 
 def check_model_path(path: Path) -> None:
     """Raise :class:`~retina_codec.errors.CheckpointError` unless ``path`` is a model folder (with
-    ``model.json``), a ``model.json`` / ``.safetensors`` file or a torch-deep-retina ``.pt`` file."""
+    ``model.json``), a ``model.json`` / ``.safetensors`` file, a torch-deep-retina ``.pt`` or an openretina
+    ``.ckpt`` file, or names ``FILE.py:FUNCTION`` (your own model, :mod:`~retina_codec.models.factory`)."""
     from ..errors import CheckpointError
+    from ..models.factory import is_factory_spec
 
+    if is_factory_spec(path):  # FILE.py:FUNCTION: the loader names a missing file or function itself
+        return
     ok = (path / "model.json").exists() if path.is_dir() else path.is_file()
     if not ok:
         raise CheckpointError(f"--model {path}: no fitted model there (expected a folder with model.json, as "
-                              "written by 'retina-codec fit', or a torch-deep-retina .pt file)")
+                              "written by 'retina-codec fit', a torch-deep-retina .pt or an openretina .ckpt file, or "
+                              "FILE.py:FUNCTION)")
 
 
 #: names the demo writes in its folder (a folder holding only these, and hidden files such as the temporary

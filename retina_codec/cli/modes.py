@@ -15,7 +15,13 @@ import logging
 
 import numpy as np
 
-from .options import add_overwrite_argument, add_responses_argument, add_trust_argument, check_output
+from .options import (
+    add_overwrite_argument,
+    add_responses_argument,
+    add_session_argument,
+    add_trust_argument,
+    check_output,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -57,6 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "same bins go into the 'codec' module beside the loadings (checked against the store's "
                         "model hash)")
     add_trust_argument(p, "--model")
+    add_session_argument(p, "--model")
     p.set_defaults(func=run)
     return p
 
@@ -134,7 +141,7 @@ def _checked_model(args: argparse.Namespace, store_hash: object):
     from ..hashing import model_mismatch
     from ..models import load_model
 
-    model = load_model(args.model, trust=args.trust)
+    model = load_model(args.model, trust=args.trust, session=args.session)
     differs = model_mismatch(model, store_hash)
     if differs:
         raise ModesError(f"--model: {args.model} is not the model the contributions in {args.contributions} were "

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import OutputExistsError
 
-__all__ = ["add_overwrite_argument", "add_responses_argument", "add_trust_argument", "check_output"]
+__all__ = ["add_overwrite_argument", "add_responses_argument", "add_session_argument", "add_trust_argument",
+           "check_output"]
 
 
 def add_overwrite_argument(p: argparse.ArgumentParser, what: str = "--out") -> None:
@@ -26,10 +27,19 @@ def add_responses_argument(p: argparse.ArgumentParser, when: str = "") -> None:
 
 
 def add_trust_argument(p: argparse.ArgumentParser, what: str = "the model") -> None:
-    """``--trust``: allow a torch-deep-retina pickle that needs types outside torch's safe set."""
+    """``--trust``: allow a torch-deep-retina pickle or openretina checkpoint that needs types (or Hydra targets)
+    outside the safe set."""
     p.add_argument("--trust", action="store_true",
-                   help=f"allow a torch-deep-retina pickle as {what} that needs types outside the safe set (it can "
-                        "run code: only for a file from a source you trust)")
+                   help=f"allow a torch-deep-retina pickle or openretina .ckpt as {what} that needs types or "
+                        "Hydra targets outside the safe set (it can run code: only for a file from a source you "
+                        "trust)")
+
+
+def add_session_argument(p: argparse.ArgumentParser, what: str = "the model") -> None:
+    """``--session NAME``: which recording session (readout) of a multi-session openretina checkpoint."""
+    p.add_argument("--session", default=None, metavar="NAME",
+                   help=f"the recording session (readout) of {what} when it is an openretina .ckpt with several "
+                        "sessions ('retina-codec inspect MODEL.ckpt' lists them)")
 
 
 def check_output(path: str | Path, overwrite: bool) -> None:

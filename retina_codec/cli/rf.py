@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .options import add_overwrite_argument, add_responses_argument, add_trust_argument, check_output
+from .options import (
+    add_overwrite_argument,
+    add_responses_argument,
+    add_session_argument,
+    add_trust_argument,
+    check_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "rf", help="STA, model STA, mode-conditioned RFs and dynamic-RF sources, with figures",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    p.add_argument("model", help="fitted model checkpoint (retina-codec format)")
+    p.add_argument("model", help="fitted model checkpoint (retina-codec folder, torch-deep-retina .pt or openretina .ckpt)")
     p.add_argument("recording", help="recording (.nwb)")
     p.add_argument("--out", required=True, help="output HDF5 file (written under a temporary name, renamed)")
     add_overwrite_argument(p)
@@ -47,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="windows per IRF batch")
     p.add_argument("--device", default="auto", help="torch device (auto: CUDA when present)")
     add_trust_argument(p)
+    add_session_argument(p)
     p.add_argument("--figures", help="figure folder (default: <out stem>_figures next to OUT)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.set_defaults(func=run)
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.out, args.overwrite)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device, trust=args.trust)
+    model = load_model(args.model, device=device, trust=args.trust, session=args.session)
     with read_nwb(args.recording, stimulus=args.stimulus, responses=args.responses) as rec:
         if getattr(model, "norm_stats", None) is not None:
             rec.norm_mean, rec.norm_std = (float(v) for v in model.norm_stats)
@@ -194,6 +201,11 @@ def compute_rfs(model: Any, rec: Any, *, cells: list[int] | None = None, loading
     return out
 
 
+def _file_part(name: str) -> str:
+    """``name`` safe as part of a file name (an openretina cell id is ``"session/index"``)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+
+
 def write_figures(results: dict[str, Any], fig_dir: Path, mode_names: list[str] | None = None,
                   frame_rate: float | None = None) -> list[Path]:
     """RF grid, rank-1 panels and one conditioned-RF gallery per cell; returns the PNG paths."""
@@ -228,7 +240,7 @@ def write_figures(results: dict[str, Any], fig_dir: Path, mode_names: list[str] 
     if cond is not None:
         for c in range(len(cond.mode_spatial[0]) if len(cond.mode_spatial) else 0):
             name = names[c] if names else str(c)
-            path = fig_dir / f"conditioned_{name}.png"
+            path = fig_dir / f"conditioned_{_file_part(name)}.png"
             plot_conditioned_gallery(cond, c, path, mode_names=mode_names, lags_s=lags_s, cell_name=name)
             written.append(path)
     return written

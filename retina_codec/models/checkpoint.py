@@ -117,15 +117,27 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 TDR_SUFFIXES = (".pt", ".pth", ".p")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trust: bool = False) -> RetinaModel:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trust: bool = False,
+               session: str | None = None) -> RetinaModel:
     """Rebuild a model saved by :func:`save_model`, in eval mode, on ``device``.
 
     Sets ``input_spec``, ``norm_stats``, ``cell_ids`` and ``model.metadata`` (the caller's metadata dict).
     A torch-deep-retina pickle (``.pt`` / ``.pth`` / ``.p``) is imported with
     :func:`~retina_codec.models.tdr_import.import_tdr_checkpoint` (``trust`` is passed on; it only matters
-    for those files). ``device`` is checked first (:func:`~retina_codec.devices.resolve_device`).
+    for those files). An openretina PyTorch-Lightning checkpoint (``.ckpt``) is loaded with
+    :func:`~retina_codec.models.openretina.load_openretina` as one recording ``session`` (required when it
+    has several; ``trust`` is passed on). ``FILE.py:FUNCTION`` runs your own function, which returns the model
+(:mod:`~retina_codec.models.factory`). ``device`` is checked first (:func:`~retina_codec.devices.resolve_device`).
     """
     device = resolve_device(device)
+    from .factory import is_factory_spec, load_factory_model
+
+    if is_factory_spec(path):  # your own model: FILE.py:FUNCTION returns it (models/factory.py)
+        return load_factory_model(path, device)
+    if Path(path).suffix == ".ckpt":
+        from .openretina import load_openretina
+
+        return load_openretina(path, session=session, device=device, trust=trust)
     if Path(path).suffix in TDR_SUFFIXES:
         from .tdr_import import import_tdr_checkpoint
 
