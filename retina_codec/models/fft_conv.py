@@ -96,7 +96,9 @@ def _correlate(x: torch.Tensor, spec: torch.Tensor, kh: int, kw: int) -> torch.T
 def _mix_channels(xf: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``out[n, b] = Σ_a xf[n, a] · m[a, b]`` per frequency: ``xf (N, A, H, F)``, ``m (A, B, H, F)`` →
     ``(N, B, H, F)``, as one batched matrix product over frequencies (vmappable, unlike complex einsum)."""
-    return torch.matmul(xf.permute(2, 3, 0, 1), m.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)
+    # contiguous operands: CPU complex matmul of permuted views copied each of the H·F matrices separately
+    # (≈ 2× slower for the retina BN-CNN's conv2 path)
+    return torch.matmul(xf.permute(2, 3, 0, 1).contiguous(), m.permute(2, 3, 0, 1).contiguous()).permute(2, 3, 0, 1)
 
 
 class _FrozenFFTCorrelation(torch.autograd.Function):
