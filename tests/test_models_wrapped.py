@@ -335,3 +335,13 @@ def test_a_path_too_large_for_memory_is_walked_in_parts_with_the_same_numbers(ti
         np.testing.assert_allclose(parts.completeness[layer], whole.completeness[layer], atol=1e-6)
     np.testing.assert_allclose(parts.f_x, whole.f_x, rtol=1e-6)
     np.testing.assert_allclose(parts.f_baseline, whole.f_baseline, rtol=1e-6)
+
+
+def test_a_raw_time_resolved_module_is_refused_with_the_way_out(timecnn):
+    from retina_codec.rf.irf import input_jacobian
+
+    x5 = torch.randn(2, 2, 6, 12, 12)
+    with pytest.raises(ModelContractError, match=r"\(B, T', N\).*wrap"):
+        contributions(timecnn, x5, ["act1"], target=[0, 1], steps=2, quiet=True)
+    with pytest.raises(ModelContractError, match="wrap"):
+        input_jacobian(timecnn, x5, [0])

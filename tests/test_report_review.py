@@ -499,3 +499,16 @@ def test_a_report_written_elsewhere_puts_its_figures_beside_it_not_in_the_demo_f
     out = build_report(folder, tmp_path / "elsewhere" / "mine.html", quiet=True)
     assert out.exists() and sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert len(list((tmp_path / "elsewhere" / "mine_figures").glob("*.png"))) > 5
+
+
+def test_the_run_overview_of_a_wrapped_model_says_its_architecture_and_history(demo, tmp_path):
+    # a demo run with --model my_model.py:build stores the wrapped module's description, whose config is None
+    folder = tmp_path / "wrapped"
+    shutil.copytree(demo[0], folder, ignore=shutil.ignore_patterns("report*", "*.nwb"))
+    with h5py.File(folder / "fit.h5", "r+") as f:
+        m = json.loads(f.attrs["model"])
+        f.attrs["model"] = json.dumps({**m, "architecture": "wrapped:MyCNN", "config": None})
+    text = build_report(folder, quiet=True).read_text(encoding="utf-8")
+    assert "could not be built" not in text
+    _, rows = _table(parse(text), "overview", "item")
+    assert ["architecture", "wrapped:MyCNN"] in rows and ["history (frames)", str(m["input_spec"]["history"])] in rows

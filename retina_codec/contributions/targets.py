@@ -58,7 +58,14 @@ class Target:
 
 def _cells_dim(outputs: torch.Tensor, indices: Sequence[int] = ()) -> torch.Tensor:
     if outputs.ndim != 3:
-        raise ValueError(f"cell targets expect model outputs (B, n_cells); found per-step shape {tuple(outputs.shape[1:])}")
+        from ..errors import ModelContractError
+
+        found = tuple(outputs.shape[2:])
+        hint = ("; a model with time-resolved outputs (B, T', N) (openretina's) gives rates per bin once wrapped: "
+                "retina_codec.models.wrap(module, ..., channels=C) takes its last step, and load_model reads "
+                "openretina checkpoints that way") if len(found) == 2 else ""
+        raise ModelContractError(f"cell targets expect model outputs (B, n_cells); found per-sample shape {found}"
+                                 + hint)
     _check_cells(indices, outputs.shape[-1])
     return outputs
 

@@ -152,10 +152,12 @@ def _overview(rep: Report) -> str:
         for t in types:
             counts[t] = counts.get(t, 0) + 1
         m = fit.attrs.get("model", {})
-        cfg = m.get("config", {}) if isinstance(m, dict) else {}
+        m = m if isinstance(m, dict) else {}
+        cfg = m.get("config") or {}  # None for a wrapped module (its architecture is the user's code)
+        spec = m.get("input_spec") or {}
         parts.append("<h3>Model and cells</h3>" + table(["item", "value"], [
-            ["architecture", m.get("architecture", "") if isinstance(m, dict) else ""],
-            ["history (frames)", cfg.get("history", "")],
+            ["architecture", m.get("architecture", "")],
+            ["history (frames)", cfg.get("history", spec.get("history", ""))],
             ["channels / kernel sizes", f"{cfg.get('channels', '')} / {cfg.get('kernel_sizes', '')}"],
             ["hidden layers (explained)", ", ".join(fit.attrs.get("hidden_layers") or [])],
             ["cells", ", ".join(f"{n} {t or 'cells'}" for t, n in counts.items())],

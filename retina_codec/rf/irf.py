@@ -75,7 +75,12 @@ def input_jacobian(model: nn.Module, x: torch.Tensor, cells: Sequence[int],
     with torch.enable_grad():
         out = model(x)
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
-            raise ValueError(f"model output: expected shape ({x.shape[0]}, N), found {tuple(out.shape)}")
+            from ..errors import ModelContractError
+
+            raise ModelContractError(
+                f"model output: expected rates ({x.shape[0]}, N), found {tuple(out.shape)}"
+                + ("; wrap a time-resolved (B, T', N) model first: retina_codec.models.wrap(module, ...) takes its "
+                   "last step" if out.ndim == 3 else ""))
         sel = out[:, cells]  # (B, C)
         n_c = len(cells)
         if batched is not False and n_c > 1:
