@@ -67,7 +67,17 @@ def test_a_python_factory_is_a_model_for_the_api_and_the_cli(files, tmp_path):
     store = read_contributions(out)
     assert sorted(store["contributions"]) == ["relu1", "relu2"]  # the model's hidden layers by default
     assert store["attrs"]["affine_stem"] == ["conv1", "bn1"]  # found in a module that declares none
-    assert main(["-q", "rf", f"{model_file}:build", str(rec), "--out", str(tmp_path / "rf.h5")]) == 0
+    # the whole chain with the stranger's module: modes (with predicted rates in the NWB copy), then RFs
+    # conditioned on those modes
+    modes = tmp_path / "modes.h5"
+    assert main(["-q", "modes", str(out), "--layer", "relu2", "--max-epochs", "3", "--out", str(modes),
+                 "--nwb", str(rec), "--model", f"{model_file}:build", "--device", "cpu"]) == 0
+    assert main(["-q", "rf", f"{model_file}:build", str(rec), "--modes", str(modes), "--cells", "a", "b",
+                 "--out", str(tmp_path / "rf.h5")]) == 0
+    import h5py
+
+    with h5py.File(tmp_path / "rf.h5", "r") as f:
+        assert {"sta", "conditioned"} <= set(f)
 
 
 def test_a_factory_that_does_not_give_a_model_is_named(files, capsys):
