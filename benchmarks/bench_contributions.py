@@ -50,15 +50,20 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def retina_model(n_cells: int, device: torch.device) -> torch.nn.Module:
-    from retina_codec.models import BNCNN
-
+def _seeded_eval(cls, n_cells: int, device: torch.device) -> torch.nn.Module:
+    """``cls(n_cells)`` from seed 0 in eval mode, BatchNorm running variance 0.3, on ``device``."""
     torch.manual_seed(0)
-    model = BNCNN(n_cells).eval()
+    model = cls(n_cells).eval()
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_var.fill_(0.3)
     return model.to(device)
+
+
+def retina_model(n_cells: int, device: torch.device) -> torch.nn.Module:
+    from retina_codec.models import BNCNN
+
+    return _seeded_eval(BNCNN, n_cells, device)
 
 
 class PlainBNCNN(torch.nn.Module):
@@ -79,12 +84,7 @@ class PlainBNCNN(torch.nn.Module):
 
 
 def plain_model(n_cells: int, device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = PlainBNCNN(n_cells).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_var.fill_(0.3)
-    return model.to(device)
+    return _seeded_eval(PlainBNCNN, n_cells, device)
 
 
 def captum_per_layer(model, x, layers, steps, chunk, device, target=None):
