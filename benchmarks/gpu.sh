@@ -20,7 +20,7 @@ else
 fi
 PY=${PY:-python3}
 { nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv; $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/gpu.txt"
-STEPS=${STEPS:-bench-contributions bench-sta gpu-tests bench-sae bench-training}
+STEPS=${STEPS:-bench-contributions bench-sta gpu-tests bench-sae bench-training bench-openretina}
 step() {
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
@@ -37,4 +37,10 @@ TAIL=8 step gpu-tests 100 $PY -m pytest -q -p no:cacheprovider -m gpu -x tests/t
   tests/test_contributions_fast.py tests/test_modes_fast_paths.py ${GPU_TESTS:-}
 TAIL=40 step bench-sae 80 $PY benchmarks/bench_sae.py ${SAE_ARGS:---gpu-only}
 TAIL=10 step bench-training 30 $PY benchmarks/bench_training.py --device cuda
+# an openretina core-readout model of the BN-CNN's size class (needs openretina + lightning + hydra in .whl/)
+if $PY -c "import openretina, lightning" >/dev/null 2>&1; then
+  TAIL=8 step bench-openretina 60 $PY benchmarks/bench_openretina.py --device cuda
+else
+  echo "== bench-openretina skipped: openretina / lightning not importable on this machine (add their wheels to .whl/)"
+fi
 echo "== done in $SECONDS s"
