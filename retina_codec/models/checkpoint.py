@@ -30,6 +30,7 @@ from ..devices import resolve_device
 from ..errors import CheckpointError
 from ..io_utils import atomic_path
 from .base import InputSpec, RetinaModel
+from .model_schema import validate_model_document
 from .registry import build_model
 
 __all__ = ["save_model", "load_model", "read_metadata", "checkpoint_paths", "FORMAT", "FORMAT_VERSION"]
@@ -85,33 +86,135 @@ def save_model(model: RetinaModel, path: str | os.PathLike, metadata: dict[str, 
     return weights
 
 
+def _parse_json(text: str | bytes, source: object) -> Any:
+    """``json.loads`` whose failures are a :class:`CheckpointError` naming ``source``."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{source}: not valid JSON ({err})") from err
+
+
+def _header_source(weights: Path) -> str:
+    """How messages name the JSON embedded in a weights header."""
+    return f"{weights} (header {_HEADER_KEY!r})"
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON description of a checkpoint (from the sidecar ``.json``, else the weights header)."""
+    """The JSON description of a checkpoint (from the sidecar ``.json``, else the weights header),
+    checked against the schema (:func:`~retina_codec.models.model_schema.validate_model_document`)."""
     weights, meta_path = checkpoint_paths(path)
     if meta_path.exists():
         try:
-            doc = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{meta_path}: not valid JSON ({err})") from err
+            raw = meta_path.read_bytes()
+        except OSError as err:
+            raise CheckpointError(f"{meta_path}: cannot read ({err.strerror or err})") from err
+        doc, source = _parse_json(raw, meta_path), str(meta_path)
     elif weights.exists():
         try:
             with safe_open(str(weights), framework="pt") as f:
                 header = (f.metadata() or {}).get(_HEADER_KEY)
         except Exception as err:  # safetensors raises its own error types
-            raise CheckpointError(f"{weights}: not a safetensors file ({err})") from err
+            raise CheckpointError(f"{weights}: not a safetensors file ({_one_line(err)})") from err
         if header is None:
             raise CheckpointError(f"{weights}: no {_HEADER_KEY!r} metadata in the header and no {meta_path.name}")
-        doc = json.loads(header)
+        source = _header_source(weights)
+        doc = _parse_json(header, source)
     else:
         raise CheckpointError(f"{path}: no checkpoint found (expected {weights} and {meta_path})")
-    if doc.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path}: field 'format': expected {FORMAT!r}, found {doc.get('format')!r}")
-    if int(doc.get("format_version", 0)) > FORMAT_VERSION:
+    return validate_model_document(doc, source, FORMAT, FORMAT_VERSION)
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an exception's message (library errors can span several)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_sha256(weights: Path, meta_path: Path, doc: dict[str, Any]) -> None:
+    """The weights are the ones ``model.json`` was written with (skipped when it records no hash, as in
+    folders written before the field existed)."""
+    expected = doc.get("weights_sha256")
+    if expected is None or not meta_path.exists():
+        return
+    found = _sha256(weights)
+    if found != expected:
         raise CheckpointError(
-            f"{meta_path}: format_version {doc['format_version']} is newer than this retina-codec supports "
-            f"({FORMAT_VERSION})"
+            f"{weights}: SHA-256 does not match field 'weights_sha256' of {meta_path}: expected {expected}, "
+            f"found {found} (the weights changed after the model was saved)"
         )
-    return doc
+
+
+def _header_tensors(weights: Path) -> dict[str, tuple[list[int], str]]:
+    """``{name: (shape, dtype)}`` from the safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: (list(f.get_slice(k).get_shape()), str(f.get_slice(k).get_dtype())) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({_one_line(err)})") from err
+
+
+def _names(keys: set[str], limit: int = 4) -> str:
+    """A few sorted names, and how many more."""
+    if not keys:
+        return "none"
+    shown = sorted(keys)[:limit]
+    return ", ".join(shown) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _check_against_weights(doc: dict[str, Any], source: str, weights: Path) -> None:
+    """The tensors the ``architecture`` and ``config`` imply (a model built on the meta device: nothing is
+    allocated) have the names, shapes and kinds of dtype the weights header lists."""
+    arch = doc["architecture"]
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(arch, doc["config"])
+    except (CheckpointError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{source}: field 'config': not a valid {arch} configuration "
+                              f"({_one_line(err)})") from err
+    implied = skeleton.state_dict()
+    header = _header_tensors(weights)
+    missing, unexpected = set(implied) - set(header), set(header) - set(implied)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: state dict does not match {arch} as configured in {source} "
+            f"(missing: {_names(missing)}; unexpected: {_names(unexpected)})"
+        )
+    for name, tensor in implied.items():
+        shape, dtype = header[name]
+        if shape != list(tensor.shape):
+            raise CheckpointError(
+                f"{weights}: tensor {name!r} does not match {source}: expected shape {list(tensor.shape)} "
+                f"(implied by its fields 'architecture' and 'config'), found {shape}"
+            )
+        floating = dtype.startswith(("F", "BF"))
+        if floating != tensor.is_floating_point():
+            want = "a floating-point dtype" if tensor.is_floating_point() else "an integer dtype"
+            raise CheckpointError(f"{weights}: tensor {name!r}: expected {want}, found {dtype}")
+
+
+def _check_values(state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Every floating tensor is finite, and BatchNorm running variances are not negative."""
+    for name, t in state.items():
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise CheckpointError(
+                f"{weights}: tensor {name!r}: expected finite values, found {int(bad.sum())} NaN/inf of "
+                f"{t.numel()} (first {float(t[first])} at index {list(first)})"
+            )
+        if name.endswith("running_var") and bool((t < 0).any()):
+            raise CheckpointError(f"{weights}: tensor {name!r}: expected variances >= 0, found {float(t.min())}")
 
 
 TDR_SUFFIXES = (".pt", ".pth", ".p")
@@ -122,6 +225,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trus
     """Rebuild a model saved by :func:`save_model`, in eval mode, on ``device``.
 
     Sets ``input_spec``, ``norm_stats``, ``cell_ids`` and ``model.metadata`` (the caller's metadata dict).
+    Before anything is built the files are checked: ``model.json`` against its schema
+    (:mod:`~retina_codec.models.model_schema`), the weights against the recorded ``weights_sha256`` (when
+    there is one), the header's tensor names and shapes against those the config implies, and then every
+    tensor for NaN / inf; any failure is a one-line :class:`~retina_codec.errors.CheckpointError`.
     A torch-deep-retina pickle (``.pt`` / ``.pth`` / ``.p``) is imported with
     :func:`~retina_codec.models.tdr_import.import_tdr_checkpoint` (``trust`` is passed on; it only matters
     for those files). An openretina PyTorch-Lightning checkpoint (``.ckpt``) is loaded with
@@ -142,27 +249,25 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trus
         from .tdr_import import import_tdr_checkpoint
 
         return import_tdr_checkpoint(path, trust=trust).to(device)
-    weights, _ = checkpoint_paths(path)
+    weights, meta_path = checkpoint_paths(path)
     doc = read_metadata(path)
     if not weights.exists():
         raise CheckpointError(f"{weights}: weights file missing")
+    source = str(meta_path) if meta_path.exists() else _header_source(weights)
+    _check_sha256(weights, meta_path, doc)
+    _check_against_weights(doc, source, weights)  # before anything is allocated
     model = build_model(doc["architecture"], doc["config"])
     try:
         state = load_file(str(weights))
     except Exception as err:
-        raise CheckpointError(f"{weights}: cannot read safetensors weights ({err})") from err
+        raise CheckpointError(f"{weights}: cannot read safetensors weights ({_one_line(err)})") from err
+    _check_values(state, weights)
     dtype = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
     model = model.to(dtype)
-    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights}: state dict does not match {doc['architecture']} (missing: {sorted(missing) or 'none'}; "
-            f"unexpected: {sorted(unexpected) or 'none'})"
-        )
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"{weights}: {err}") from err
+        raise CheckpointError(f"{weights}: {_one_line(err)}") from err
     model.input_spec = InputSpec.from_dict(doc["input_spec"])
     ns = doc.get("norm_stats")
     model.norm_stats = None if ns is None else (float(ns["mean"]), float(ns["std"]))
