@@ -118,3 +118,23 @@ class StoreReadError(RetinaCodecError, OSError):
 
 class UnknownCellError(RetinaCodecError, ValueError):
     """A cell asked for by id or index that the recording does not have."""
+
+
+class OutputLockedError(RetinaCodecError, RuntimeError):
+    """Another run holds the lock of the same output file (names the output and the running process)."""
+
+
+class OutputPathError(RetinaCodecError, OSError):
+    """An output path cannot be written: it is a directory, or its folder is missing or not writable."""
+
+
+class DiskFullError(RetinaCodecError, OSError):
+    """No space left on the device while writing an output; names the file and the free space."""
+
+
+class OutputWriteError(RetinaCodecError, OSError):
+    """An operating-system error (I/O error, permission, ...) while writing an output; names the file."""
+
+
+class UsageError(RetinaCodecError, ValueError):
+    """A command-line option value argparse refused (``argument --epochs: expected at least 1, found '0'``)."""

@@ -22,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .options import add_overwrite_argument
+from .options import (
+    add_overwrite_argument,
+    int_at_least,
+    non_negative_int,
+    one_line_errors,
+    open_probability,
+    positive_int,
+    positive_int_or_auto,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -41,28 +49,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", required=True, help="output folder (stats.h5 and figures)")
     p.add_argument("--weights", default=None, help="local state-dict file (.safetensors or torch.save)")
     p.add_argument("--random-weights", action="store_true", help="allow an architecture without --weights")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (architectures only)")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="classifier outputs (architectures only)")
     p.add_argument("--layers", default=None,
                    help="comma-separated layers, aliases or groups (blocks, mlp, attention, heads, all); "
                         "default: the model's blocks")
     p.add_argument("--target", default="top1_logit", choices=["top1_logit", "softmax_prob", "contrastive"])
     p.add_argument("--method", default="conductance", choices=["conductance", "layer_ig", "act_grad", "act_normgrad"])
-    p.add_argument("--steps", type=int, default=10, help="path steps m (default 10, the classifier setting)")
-    p.add_argument("--batch-size", default="auto", help="images per chunk (default: from the memory budget)")
-    p.add_argument("--max-per-class", type=int, default=None, help="use at most this many images per class")
+    p.add_argument("--steps", type=positive_int, default=10, help="path steps m (default 10, the classifier setting)")
+    p.add_argument("--batch-size", type=positive_int_or_auto, default="auto", help="images per chunk (default: from the memory budget)")
+    p.add_argument("--max-per-class", type=positive_int, default=None, help="use at most this many images per class")
     p.add_argument("--no-modes", action="store_true", help="statistics only (no modes, sweeps or masks)")
     p.add_argument("--mode-images", default=None,
                    help="images to fit the modes on and choose each class's top mode with (e.g. digits:train); "
                         "default: IMAGES")
     p.add_argument("--mode-layer", default=None, help="layer for modes, sweeps and masks (default: the last)")
-    p.add_argument("--n-modes", type=int, default=None, help="SAE latents (default 3·d)")
-    p.add_argument("--n-fractions", type=int, default=9, help="fractions p in [0, 1] of the sweeps (default 9)")
-    p.add_argument("--mask-images", type=int, default=6, help="top-loading images per mode in the masks (default 6)")
-    p.add_argument("--mask-fraction", type=float, default=0.1, help="fraction of top channels for masks (0.1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--n-modes", type=positive_int, default=None, help="SAE latents (default 3·d)")
+    p.add_argument("--n-fractions", type=int_at_least(2), default=9, help="fractions p in [0, 1] of the sweeps (default 9)")
+    p.add_argument("--mask-images", type=positive_int, default=6, help="top-loading images per mode in the masks (default 6)")
+    p.add_argument("--mask-fraction", type=open_probability, default=0.1, help="fraction of top channels for masks (0.1)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
     add_overwrite_argument(p, "DIR/stats.h5")
     p.set_defaults(func=run)
+    one_line_errors(p)
     return p
 
 
@@ -91,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"model {args.model!r}: pass --weights FILE (a local state dict) or --random-weights")
     if args.steps < 1 or args.n_fractions < 2:
         raise RetinaCodecError(f"--steps must be >= 1 and --n-fractions >= 2; found {args.steps}, {args.n_fractions}")
-    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    batch = positive_int_or_auto(str(args.batch_size))
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(max(1, args.threads))

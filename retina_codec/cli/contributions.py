@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 
@@ -22,7 +23,15 @@ from .options import (
     add_responses_argument,
     add_session_argument,
     add_trust_argument,
+    available_memory,
     check_output,
+    device_name,
+    finite_float,
+    format_bytes,
+    non_negative_int,
+    one_line_errors,
+    positive_int,
+    positive_int_or_auto,
 )
 
 __all__ = ["add_parser", "run"]
@@ -44,25 +53,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--stimulus", default=None, help="stimulus series name in the NWB file")
     add_responses_argument(p)
     p.add_argument("--split", default="test", help="interval (split) whose bins to explain; 'all' for every bin")
-    p.add_argument("--max-bins", type=int, default=None, metavar="N",
+    p.add_argument("--max-bins", type=positive_int, default=None, metavar="N",
                    help="explain only the first N bins of the split (a quick look at a long recording)")
     p.add_argument("--layers", nargs="+", default=None,
                    help="layer names (default: the model's hidden layers, e.g. conv1 conv2)")
     p.add_argument("--target", default="surprisal",
                    help="surprisal | sum | cells | cell | top1_logit | softmax_prob | contrastive")
-    p.add_argument("--cells", nargs="+", type=int, default=None,
+    p.add_argument("--cells", nargs="+", type=non_negative_int, default=None,
                    help="cell indices for --target cell / cells / sum")
     p.add_argument("--reference-split", default=None,
                    help="split whose model outputs give the surprisal's mean and covariance (default: --split)")
     p.add_argument("--method", default="conductance",
                    choices=["conductance", "layer_ig", "act_grad", "act_normgrad"])
     p.add_argument("--rule", default="trapezoid", choices=["trapezoid", "left"])
-    p.add_argument("--steps", type=int, default=20, help="path steps m (default 20)")
-    p.add_argument("--baseline", type=float, default=0.0, help="baseline input value (z-scored; 0 = mean luminance)")
+    p.add_argument("--steps", type=positive_int, default=20,
+                   help="path steps m (default 20; bounded by the memory one bin's path needs)")
+    p.add_argument("--baseline", type=finite_float, default=0.0, help="baseline input value (z-scored; 0 = mean luminance)")
     p.add_argument("--reduce", nargs="+", default=["ei_split", "spatial_sum"],
                    help="ei_split and/or spatial_sum, or 'none' for full maps")
-    p.add_argument("--batch-size", default="auto", help="bins per chunk, or 'auto'")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.add_argument("--batch-size", type=positive_int_or_auto, default="auto", help="bins per chunk, or 'auto'")
+    p.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
     p.add_argument("--batched-backward", default="auto", choices=["auto", "autograd", "func"],
                    help="per-cell targets: one backward batched by autograd (is_grads_batched) or torch.func "
@@ -76,7 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_trust_argument(p)
     add_session_argument(p)
     p.set_defaults(func=run)
-    return p
+    return one_line_errors(p)
 
 
 def _target(args: argparse.Namespace) -> object:
@@ -97,6 +107,26 @@ def _target(args: argparse.Namespace) -> object:
     if name == "sum":
         return SumTarget(cells)
     return make_target(name)
+
+
+def _check_steps_memory(steps: int, model: object, rec: object, device: str | None, dtype: str | None) -> None:
+    """A :class:`RetinaCodecError` naming ``--steps`` when one bin's path (``steps + 1`` interpolated inputs of
+    the model's window, and as many input gradients) needs more memory than ``device`` has free.
+
+    A lower bound: the engine needs more (activations of every layer along the path), so a path that does not
+    fit by this count can never run; refused before any memory is allocated."""
+    spec = getattr(model, "input_spec", None)
+    history = int(getattr(spec, "history", 40) or 40)
+    frame = tuple(getattr(rec, "frame_shape", ()) or (getattr(spec, "height", 1), getattr(spec, "width", 1)))
+    itemsize = 8 if dtype == "float64" else 4
+    need = 2 * (int(steps) + 1) * history * math.prod(int(v) for v in frame) * itemsize
+    free = available_memory(device or "auto")
+    if free is not None and need > free:
+        raise RetinaCodecError(f"--steps: expected at most {max(1, int(steps * free / need))} path steps here, found "
+                               f"{steps}: one bin's path of {steps + 1} windows of {history}x"
+                               f"{'x'.join(str(v) for v in frame)} ({dtype or 'float32'}) with its gradients needs "
+                               f"{format_bytes(need)}, more than the {format_bytes(free)} free "
+                               f"on {device or 'the default device'}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,6 +151,10 @@ def _run(args: argparse.Namespace) -> int:
     from ..recordings.nwb import read_nwb
 
     check_output(args.out, args.overwrite)
+    if args.device is not None:
+        from ..devices import resolve_device
+
+        resolve_device(args.device)  # a DeviceError (one line) before the model and recording are read
     model = load_model(args.model, trust=args.trust, session=args.session)
     rec = read_nwb(args.recording, stimulus=args.stimulus, responses=args.responses)
     split = None if args.split == "all" else args.split
@@ -135,9 +169,8 @@ def _run(args: argparse.Namespace) -> int:
     if not layers:
         raise ValueError("--layers: the model names no hidden layers; give layer names")
     reduce = None if [r.lower() for r in args.reduce] == ["none"] else args.reduce
-    if args.batch_size != "auto" and not args.batch_size.isdigit():
-        raise ValueError(f"--batch-size: expected a positive integer or 'auto', found {args.batch_size!r}")
-    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    batch = positive_int_or_auto(str(args.batch_size))
+    _check_steps_memory(args.steps, model, rec, args.device, args.dtype)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     from ..contributions.sources import as_source
 

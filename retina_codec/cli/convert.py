@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..errors import RecordingError
 from ..recordings.hdf5_files import is_nwb_file, open_hdf5
 from ..recordings.labh5 import read_lab_h5
 from ..recordings.nwb import open_nwb, read_nwb, stimulus_series, write_nwb
-from .options import add_overwrite_argument, add_responses_argument
+from .options import add_overwrite_argument, add_responses_argument, fraction, one_line_errors
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--response", default="binned", choices=("binned", "firing_rate_10ms"),
                    help="lab h5: spike counts (binned, default) or firing rates in Hz")
     p.add_argument("--stimulus-name", default=None, help="lab h5: name of the stimulus (default: file stem)")
-    p.add_argument("--validation-fraction", type=float, default=0.1,
+    p.add_argument("--validation-fraction", type=fraction, default=0.1,
                    help="lab h5: fraction at the end of the train movie used for validation (default 0.1)")
     p.add_argument("--stimulus", nargs="+", default=None, metavar="NAME",
                    help="NWB input: stimulus series to keep (default: all)")
     add_responses_argument(p, "NWB input: ")
     add_overwrite_argument(p, "OUTPUT")
     p.set_defaults(func=run)
+    one_line_errors(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
                             validation_fraction=args.validation_fraction)]
     try:
         out = write_nwb(recs, args.output, overwrite=args.overwrite)
+    except RecordingError as err:  # the writer names the stimulus; the user also needs the file it came from
+        if str(args.input) in str(err):
+            raise
+        raise type(err)(f"{args.input}: {err}") from err
     finally:
         for r in recs:
             r.close()

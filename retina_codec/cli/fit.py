@@ -14,8 +14,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingStimulusError, OutputExistsError
-from .options import add_overwrite_argument, add_responses_argument
+from ..errors import MissingStimulusError, OutputExistsError, RecordingError
+from .options import (
+    add_overwrite_argument,
+    add_responses_argument,
+    device_name,
+    non_negative_float,
+    non_negative_int,
+    one_line_errors,
+    positive_float,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +46,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--architecture", choices=sorted(ARCHS), default="bncnn")
     p.add_argument("--bn", choices=("channel", "unit"), default="channel",
                    help="BatchNorm per channel (default) or per unit (torch-deep-retina's BNCNN)")
-    p.add_argument("--history", type=int, default=None, help="frames per window (default 40; 20 with --small)")
+    p.add_argument("--history", type=positive_int, default=None, help="frames per window (default 40; 20 with --small)")
     p.add_argument("--small", action="store_true",
                    help="reduced BN-CNN for a quick CPU fit (history 20, kernels 9 and 7)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--l2", type=float, default=0.0, help="Adam weight decay")
-    p.add_argument("--l1", type=float, default=0.0, help="L1 penalty on the predicted rates")
-    p.add_argument("--patience", type=int, default=5, help="epochs without validation improvement before stopping")
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on batches per epoch")
-    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=positive_int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--l2", type=non_negative_float, default=0.0, help="Adam weight decay")
+    p.add_argument("--l1", type=non_negative_float, default=0.0, help="L1 penalty on the predicted rates")
+    p.add_argument("--patience", type=positive_int, default=5, help="epochs without validation improvement before stopping")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=None, help="cap on batches per epoch")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     add_overwrite_argument(p, "model in OUT")
     p.set_defaults(func=run)
+    one_line_errors(p)
 
 
 def _load_recording(spec: str, stimulus: str | None, responses: str | None) -> tuple[Any, dict[str, Any]]:
@@ -59,6 +69,9 @@ def _load_recording(spec: str, stimulus: str | None, responses: str | None) -> t
 
         parts = spec.split(":")
         preset = parts[1] or "default"
+        if len(parts) > 2 and not parts[2].isdigit():
+            raise RecordingError(f"recording: {spec}: expected sim:PRESET[:SEED] with a non-negative integer SEED, "
+                                 f"found {parts[2]!r}")
         seed = int(parts[2]) if len(parts) > 2 else 0
         recs = {r.stimulus_name: r for r in simulate_retina(preset=preset, seed=seed)}
         name = stimulus or "naturalscene"
@@ -69,6 +82,14 @@ def _load_recording(spec: str, stimulus: str | None, responses: str | None) -> t
 
     rec = read_nwb(spec, stimulus=stimulus, responses=responses)
     return rec, {"source": str(spec), "stimulus": rec.stimulus_name}
+
+
+def _check_history(history: int, rec: Any, spec: str) -> None:
+    """A :class:`RecordingError` when a ``history``-frame window (plus the one-frame offset) does not fit in the
+    recording, before the model is built."""
+    if history + 1 > rec.n_frames:
+        raise RecordingError(f"--history: {spec}: expected at most {rec.n_frames - 1} frames (the recording, "
+                             f"stimulus {rec.stimulus_name!r}, has {rec.n_frames}), found {history}")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -100,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             kw.update(SMALL_CONFIG)
         if args.history is not None:
             kw["history"] = args.history
+        _check_history(kw["history"], rec, args.recording)
         arch = ARCHS[args.architecture]
         if arch != "LNModel":
             kw["bn"] = args.bn

@@ -21,6 +21,13 @@ from .options import (
     add_session_argument,
     add_trust_argument,
     check_output,
+    device_name,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    one_line_errors,
+    positive_float,
+    positive_int,
 )
 
 __all__ = ["add_parser", "run"]
@@ -37,20 +44,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("contributions", help="contribution store (.h5) written by 'retina-codec contributions'")
     p.add_argument("--layer", required=True, help="layer name in the store (e.g. conv2)")
     p.add_argument("--out", required=True, help="output modes file (.h5)")
-    p.add_argument("--target-index", type=int, default=None,
+    p.add_argument("--target-index", type=non_negative_int, default=None,
                    help="which target of a per-cell contribution store (default: the store's only target)")
     p.add_argument("--kind", default="codec", choices=["codec", "topk", "batchtopk", "relu"])
-    p.add_argument("--n-modes", type=int, default=None, help="SAE latents K (default 10·d)")
-    p.add_argument("--k", type=int, default=8, help="active latents per bin for topk/batchtopk (default 8)")
-    p.add_argument("--threshold", type=float, default=0.9, help="CODEC threshold τ (default 0.9)")
-    p.add_argument("--l1", type=float, default=None, help="L1 weight (CODEC atoms 1e-4, ReLU codes 0.05)")
+    p.add_argument("--n-modes", type=positive_int, default=None, help="SAE latents K (default 10·d)")
+    p.add_argument("--k", type=positive_int, default=8, help="active latents per bin for topk/batchtopk (default 8)")
+    p.add_argument("--threshold", type=non_negative_float, default=0.9, help="CODEC threshold τ (default 0.9)")
+    p.add_argument("--l1", type=non_negative_float, default=None, help="L1 weight (CODEC atoms 1e-4, ReLU codes 0.05)")
     p.add_argument("--center", action="store_true", help="remove the per-dimension mean before scaling")
-    p.add_argument("--validation-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
-    p.add_argument("--max-epochs", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="cpu, cuda (default: cuda when present)")
+    p.add_argument("--validation-fraction", type=fraction, default=0.1, help="held-out fraction (default 0.1)")
+    p.add_argument("--max-epochs", type=positive_int, default=200,
+                   help="most training epochs (default 200; at least 1: an untrained SAE is no result)")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--learning-rate", type=positive_float, default=1e-3)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--device", type=device_name, default="auto", help="cpu, cuda (default: cuda when present)")
     p.add_argument("--nwb", default=None,
                    help="recording (.nwb) the contributions were computed on: also write a copy of it with the "
                         "loadings as a TimeSeries in a 'codec' processing module")
@@ -65,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_trust_argument(p, "--model")
     add_session_argument(p, "--model")
     p.set_defaults(func=run)
-    return p
+    return one_line_errors(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,6 +149,10 @@ def _checked_model(args: argparse.Namespace, store_hash: object):
     from ..hashing import model_mismatch
     from ..models import load_model
 
+    if store_hash is None:  # stripped attributes: the promised check cannot be made, so refuse
+        raise ModesError(f"--model: {args.contributions}: attribute model_hash: expected the hash of the model the "
+                         f"contributions were computed with, found none; cannot check that {args.model} is that "
+                         "model (leave out --model to export the loadings without predicted rates)")
     model = load_model(args.model, trust=args.trust, session=args.session)
     differs = model_mismatch(model, store_hash)
     if differs:

@@ -1,17 +1,209 @@
-"""Options several sub-commands share (their flags and help read the same everywhere), and the output check.
+"""Options several sub-commands share (their flags and help read the same everywhere), the ``type=``
+validators every sub-command's numeric options use, and the output check.
 
-An existing result is never replaced unless the user says so (``--overwrite``).
+A bad option value is refused by argparse before any work: one line on stderr naming the option, the
+expected and the found value, exit code 2 (:func:`one_line_errors`). An existing result is never replaced
+unless the user says so (``--overwrite``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
-from ..errors import OutputExistsError
+from ..errors import OutputExistsError, UsageError
 
 __all__ = ["add_overwrite_argument", "add_responses_argument", "add_session_argument", "add_trust_argument",
-           "check_output"]
+           "check_output", "positive_int", "non_negative_int", "int_at_least", "finite_float", "positive_float",
+           "non_negative_float", "fraction", "probability", "open_probability", "device_name", "positive_int_or_auto",
+           "one_line_errors", "available_memory", "format_bytes"]
+
+
+# ---- type= validators: argparse turns the ArgumentTypeError into "argument --x: MESSAGE" -----------------------
+def _int(text: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected finite number (not nan or inf), found {text!r}")
+    return value
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """A ``type=`` validator: an integer ``>= low``."""
+
+    def check(text: str) -> int:
+        value = _int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected at least {low}, found {text!r}")
+        return value
+
+    check.__name__ = f"int_at_least_{low}"
+    return check
+
+
+positive_int = int_at_least(1)
+positive_int.__doc__ = "A ``type=`` validator: an integer >= 1."
+non_negative_int = int_at_least(0)
+non_negative_int.__doc__ = "A ``type=`` validator: an integer >= 0."
+
+
+def finite_float(text: str) -> float:
+    """A ``type=`` validator: a finite number (no nan / inf)."""
+    return _float(text)
+
+
+def positive_float(text: str) -> float:
+    """A ``type=`` validator: a finite number > 0."""
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A ``type=`` validator: a finite number >= 0."""
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A ``type=`` validator: a fraction in [0, 1) (a held-out share that leaves something to train on)."""
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A ``type=`` validator: a number in [0, 1]."""
+    value = _float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {text!r}")
+    return value
+
+
+def open_probability(text: str) -> float:
+    """A ``type=`` validator: a number in (0, 1] (a share that must keep something)."""
+    value = _float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], found {text!r}")
+    return value
+
+
+def positive_int_or_auto(text: str) -> str | int:
+    """A ``type=`` validator: ``auto`` or an integer >= 1 (batch sizes chosen from the memory budget)."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', found {text!r}")
+    return value
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|meta|(cuda|xpu)(:\d+)?)$")
+
+
+def device_name(text: str) -> str:
+    """A ``type=`` validator: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or ``mps``, ``xpu[:N]``).
+
+    Only the name is checked here (without importing torch); whether CUDA is present is checked where the
+    device is used (:func:`retina_codec.devices.resolve_device`)."""
+    name = str(text).strip()
+    if not _DEVICE.match(name):
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'cpu' or 'cuda[:N]', found {text!r}")
+    return name
+
+
+# ---- one-line usage errors ----------------------------------------------------------------------------------------
+def one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make a sub-command's usage errors one line and exit code 2; returns ``p``.
+
+    A value its ``type=`` validator (or ``choices``) refuses becomes the command's function: it raises
+    :class:`~retina_codec.errors.UsageError` (``argument --epochs: expected at least 1, found '0'``) before any
+    work, which the CLI prints as its one error line and exit 2 (``main()`` returns 2, as for every input error).
+    Other usage errors (a missing required argument) print one line with a pointer to ``--help`` instead of the
+    multi-line usage, and exit 2."""
+
+    def error(message: str) -> NoReturn:
+        sys.stderr.write(f"{p.prog}: error: {message} (see {p.prog} --help)\n")
+        raise SystemExit(2)
+
+    parse = p.parse_known_args
+
+    def parse_known_args(args: object = None, namespace: argparse.Namespace | None = None) -> tuple[
+            argparse.Namespace, list[str]]:
+        try:
+            return parse(args, namespace)  # type: ignore[arg-type]
+        except argparse.ArgumentError as err:
+            refused = UsageError(f"{err} (see {p.prog} --help)")
+
+            def refuse(_: argparse.Namespace) -> int:
+                raise refused
+
+            out = namespace if namespace is not None else argparse.Namespace()
+            out.func = refuse
+            return out, []
+
+    p.exit_on_error = False  # bad values raise ArgumentError (caught above) instead of exiting
+    p.error = error  # type: ignore[method-assign]
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    return p
+
+
+# ---- memory -----------------------------------------------------------------------------------------------------
+def available_memory(device: object = None) -> int | None:
+    """Bytes free for a new allocation on ``device`` (CUDA: the GPU's free memory; else the host's available
+    memory); ``None`` when unknown."""
+    name = str(device or "cpu")
+    if name.startswith("cuda") or name == "auto":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                free, _ = torch.cuda.mem_get_info(torch.device("cuda" if name == "auto" else name))
+                return int(free)
+        except Exception:  # noqa: BLE001 - an unknown device is reported where it is used
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as ``"1.5 GB"`` (decimal units)."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} PB"
 
 
 def add_overwrite_argument(p: argparse.ArgumentParser, what: str = "--out") -> None:

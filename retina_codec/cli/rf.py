@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ from .options import (
     add_session_argument,
     add_trust_argument,
     check_output,
+    device_name,
+    finite_float,
+    non_negative_int,
+    one_line_errors,
+    positive_int,
 )
 
 log = logging.getLogger(__name__)
@@ -44,19 +50,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split whose bins the STA uses ('all' or default: every bin of the stimulus "
                    "— a recorded-spike STA needs no held-out data, and more bins give a cleaner STA)")
     p.add_argument("--cells", nargs="+", help="cell ids or indices (default: every cell)")
-    p.add_argument("--threshold", type=float, default=0.0, help="a mode is active when its loading > this")
-    p.add_argument("--max-combinations", type=int, default=16, help="most frequent exact combinations kept")
+    p.add_argument("--threshold", type=finite_float, default=0.0, help="a mode is active when its loading > this")
+    p.add_argument("--max-combinations", type=positive_int, default=16, help="most frequent exact combinations kept")
     p.add_argument("--keep", choices=("full", "rank1"), default="full",
                    help="accumulate full IRFs (default) or only each bin's rank-1 parts (less memory)")
-    p.add_argument("--model-sta-samples", type=int, default=1024,
-                   help="white-noise windows for the model STA (0 skips it)")
-    p.add_argument("--batch-size", type=int, default=64, help="windows per IRF batch")
-    p.add_argument("--device", default="auto", help="torch device (auto: CUDA when present)")
+    p.add_argument("--model-sta-samples", type=non_negative_int, default=1024,
+                   help="white-noise windows for the model STA (default 1024; 0 skips it)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per IRF batch")
+    p.add_argument("--device", type=device_name, default="auto", help="torch device (auto: CUDA when present)")
     add_trust_argument(p)
     add_session_argument(p)
     p.add_argument("--figures", help="figure folder (default: <out stem>_figures next to OUT)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.set_defaults(func=run)
+    one_line_errors(p)
 
 
 def read_loadings(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
@@ -101,11 +108,39 @@ def _check_modes_link(path: str, stimulus: str, model: Any) -> dict[str, Any]:
     if theirs is not None and str(theirs) != stimulus:
         raise ModesError(f"--modes: {path} holds modes of contributions to stimulus {theirs!r}, not {stimulus!r}; "
                          f"pass --stimulus {theirs}")
-    differs = model_mismatch(model, link.get("model_hash") if isinstance(link, dict) else None)
+    stored = link.get("model_hash") if isinstance(link, dict) else None
+    if stored is None:  # a store from the Python API or with stripped attributes: say the check was not made
+        warnings.warn(f"--modes: {path}: attribute contributions_attrs/model_hash: expected the hash of the model "
+                      "the contributions were computed with, found none; cannot check that the modes belong to "
+                      "this model (their loadings may index another model's units)", RuntimeWarning, stacklevel=2)
+    differs = model_mismatch(model, stored)
     if differs:
         raise ModesError(f"--modes: the model is not the model the contributions of {path} were computed with "
                          f"({differs})")
     return attrs
+
+
+def _check_loadings(path: str, loadings: np.ndarray, bins: np.ndarray | None, rec: Any, model: Any) -> None:
+    """A :class:`~retina_codec.errors.RetinaCodecError` naming the modes file when its loadings are not finite or
+    its bins do not index full model windows of the recording (checked before any IRF is computed)."""
+    from ..errors import ModesError, ShapeMismatchError
+    from ..rf.irf import model_window
+
+    bad = ~np.isfinite(loadings)
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise ModesError(f"--modes: {path}: loadings: expected finite values, found {int(bad.sum())} NaN/inf "
+                         f"(first in row {row})")
+    if bins is None or not len(bins):
+        return
+    history, offset = model_window(model)
+    valid = rec.window_bins(None, history, offset)
+    outside = ~np.isin(np.asarray(bins, np.int64), valid)
+    if outside.any():
+        b = np.asarray(bins)[outside]
+        raise ShapeMismatchError(f"--modes: {path}: bins: expected bins with a full {history}-frame window inside "
+                                 f"the {rec.n_frames} frames of {rec.stimulus_name!r} in the recording, found "
+                                 f"{int(outside.sum())} outside ({int(b.min())}..{int(b.max())})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         if args.modes:
             modes_attrs = _check_modes_link(args.modes, rec.stimulus_name, model)
             loadings, bins, names = read_loadings(args.modes)
+            _check_loadings(args.modes, loadings, bins, rec, model)
         results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split,
                               threshold=args.threshold, max_combinations=args.max_combinations, keep=args.keep,
                               model_sta_samples=args.model_sta_samples, batch_size=args.batch_size)

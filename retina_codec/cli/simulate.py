@@ -6,7 +6,7 @@ import argparse
 import logging
 import time
 
-from .options import add_overwrite_argument
+from .options import add_overwrite_argument, non_negative_int, one_line_errors
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .nwb file")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="default: 15 min natural scenes + 7.5 min white noise; small: 90 s + 240 s (tests)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (anatomy, movies, spikes); default 0")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (anatomy, movies, spikes); default 0")
     add_overwrite_argument(p, "OUT")
     p.set_defaults(func=run)
+    one_line_errors(p)
 
 
 def run(args: argparse.Namespace) -> int:

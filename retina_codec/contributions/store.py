@@ -34,12 +34,16 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..errors import DiskFullError, OutputLockedError, RetinaCodecError
 from ..hashing import model_hash, tensor_hash
+from ..io_utils import abandon_hdf5, check_output_path, ensure_free_space, h5_create, output_error
+from ..locking import OutputLock
 from ..progress import progress
+from ..recordings.frames import raw_frames
 from ..recordings.windows import bin_chunks
 from .api import completeness_summary, fit_reference, per_sample_baseline, resolve_batch_size
 from .engine import ContributionEngine
-from .sources import InputSource, TensorSource, as_source
+from .sources import InputSource, RecordingSource, TensorSource, as_source
 from .targets import make_target
 
 __all__ = ["write_contributions", "read_contributions", "model_hash", "partial_path", "shard_path"]
@@ -47,6 +51,49 @@ __all__ = ["write_contributions", "read_contributions", "model_hash", "partial_p
 log = logging.getLogger(__name__)
 
 CHUNK_TARGET_BYTES = 4 << 20  # HDF5 chunks of about 4 MiB along time
+HASH_FRAMES_BYTES = 64 << 20  # frames hashed per read when fingerprinting a recording
+SPACE_MARGIN = 1 << 20  # free bytes kept beyond a chunk's rows for HDF5 metadata
+
+
+def recording_fingerprint(source: RecordingSource) -> dict[str, Any]:
+    """Content hashes of what a run over ``source`` reads: the explained bins, the frames their history
+    windows span (as stored, read in large slices), the responses and frame times over that span and the
+    cell ids. ``{"bins_sha256", "frames_sha256", "responses_sha256", "span"}``.
+
+    A resumed run compares these with its partial file's, so a recording replaced between a kill and the
+    resume is noticed (its path alone says nothing). Costs one sequential read of the spanned frames.
+    """
+    rec = source.recording
+    bins = np.asarray(source.bins, dtype=np.int64)
+    n_frames = int(rec.n_frames)
+    lo = max(0, int(bins.min()) - source.history - source.offset) if bins.size else 0
+    hi = min(n_frames, int(bins.max()) + 1) if bins.size else 0
+    h, w = rec.frame_shape
+    step = max(1, HASH_FRAMES_BYTES // max(1, 4 * h * w))
+    frames = hashlib.sha256(f"{n_frames}x{h}x{w};".encode())
+    for a in range(lo, hi, step):
+        b = min(hi, a + step)
+        got = raw_frames(rec.stimulus, a, b)
+        raw, scale, offset = got if got is not None else (np.asarray(rec.stimulus[a:b]), 1.0, 0.0)
+        raw = np.ascontiguousarray(raw)
+        frames.update(f"{raw.dtype}:{raw.shape}:{float(scale)!r}:{float(offset)!r};".encode())
+        frames.update(memoryview(raw).cast("B"))
+    resp = hashlib.sha256(_json([str(c) for c in rec.cell_ids]).encode())
+    resp.update(np.ascontiguousarray(np.asarray(rec.responses, np.float32)[lo:hi]).tobytes())
+    resp.update(np.ascontiguousarray(np.asarray(rec.frame_times, np.float64)[lo:hi]).tobytes())
+    resp.update(np.ascontiguousarray(np.asarray(rec.segment_starts, np.int64)).tobytes())
+    return {"bins_sha256": hashlib.sha256(bins.tobytes()).hexdigest(), "frames_sha256": frames.hexdigest(),
+            "responses_sha256": resp.hexdigest(), "span": [lo, hi]}
+
+
+def _input_fingerprint(source: InputSource) -> dict[str, Any]:
+    """Content hashes of the samples a run explains (tensor or recording; a DataLoader has none)."""
+    if isinstance(source, TensorSource):
+        return {"input_sha256": tensor_hash(source.x)}
+    if isinstance(source, RecordingSource):
+        return {f"recording_{k}": v if isinstance(v, str) else _json(v)
+                for k, v in recording_fingerprint(source).items()}
+    return {}
 
 
 def _partial_chunk(path: Path, signature: str) -> int | None:
@@ -89,9 +136,14 @@ class _Writer:
         self.n_chunks = -(-n // chunk)
         self.file: h5py.File | None = None
         self.resumed = False
+        self.writing = False  # True while HDF5 writes are under way: a failure then leaves the file suspect
+        self.flushing = False  # True inside H5Fflush: after a failed flush HDF5 cannot close the file safely
+        self.row_bytes = (8 + 2 * 8 * int(np.prod(value_shape))
+                          + sum((int(np.prod(s)) + int(np.prod(value_shape))) * dtype.itemsize
+                                for s in shapes.values()))
         if resume and path.exists():
             try:
-                f = h5py.File(path, "r+")
+                f = h5_create(path, "r+")
             except OSError as err:
                 log.warning("%s: cannot reopen the partial file (%s); starting over", path, err)
             else:
@@ -99,15 +151,28 @@ class _Writer:
                     self.file = f
                     self.resumed = True
                 else:
+                    changed = _changed(f.attrs, attrs)
                     f.close()
-                    log.warning("%s: partial file from different settings; starting over", path)
+                    log.warning("%s: partial file from %s; starting over", path,
+                                f"other inputs or settings ({', '.join(changed)} differ)" if changed else
+                                "different settings")
         if self.file is None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            self._create(signature, attrs, shapes, value_shape, dtype, extra)
+            self.writing = True
+            try:
+                self._create(signature, attrs, shapes, value_shape, dtype, extra)
+            except BaseException as err:
+                self.abort(err)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                raise
+            self.writing = False
 
     def _create(self, signature, attrs, shapes, value_shape, dtype, extra) -> None:
-        f = h5py.File(self.path, "w")
+        ensure_free_space(self.path, SPACE_MARGIN + sum(np.asarray(v).nbytes for v in extra.values()),
+                          "a new partial file")
+        f = self.file = h5_create(self.path, "w")
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["run_signature"] = signature
@@ -132,8 +197,12 @@ class _Writer:
         f.create_dataset("progress/chunk_done", (self.n_chunks,), dtype=np.uint8)
         for k, v in extra.items():
             f.create_dataset(k, data=v)
-        f.flush()
-        self.file = f
+        self._flush()
+
+    def _flush(self) -> None:
+        self.flushing = True
+        self.file.flush()
+        self.flushing = False
 
     def n_done(self) -> int:
         return int(self.file["progress/chunk_done"][:].sum())
@@ -142,28 +211,72 @@ class _Writer:
         return self.file["progress/chunk_done"][:].astype(bool)
 
     def write(self, k: int, bins: np.ndarray, result: Any) -> None:
+        # checked before any HDF5 write: a file that runs out of space mid-write cannot be closed cleanly
+        ensure_free_space(self.path, SPACE_MARGIN + len(bins) * self.row_bytes, f"chunk {k}")
         f = self.file
         a = k * self.chunk
         b = a + len(bins)
+        self.writing = True
         f["bins"][a:b] = bins
         f["f_x"][a:b] = result.f_x.cpu().numpy()
         f["f_baseline"][a:b] = result.f_baseline.cpu().numpy()
         for layer, v in result.contributions.items():
             f["contributions"][layer][a:b] = v.cpu().numpy()
             f["completeness"][layer][a:b] = result.error[layer].cpu().numpy()
-        f.flush()
+        self._flush()
         f["progress/chunk_done"][k] = 1
-        f.flush()
+        self._flush()
+        self.writing = False
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        """Close the file (never one whose flush failed: HDF5 would crash; it is abandoned instead)."""
+        if self.file is None:
+            return
+        f, self.file = self.file, None
+        if self.flushing:
+            abandon_hdf5(f)
+            return
+        f.close()
+
+    def abort(self, err: BaseException) -> None:
+        """After ``err``: keep a resumable partial file, or remove one whose last write failed."""
+        if self.file is None:
+            return
+        suspect = self.writing
+        keep = False
+        if not suspect:
+            try:
+                keep = self.n_done() > 0  # nothing to resume otherwise (e.g. a bad cell found on chunk 0)
+            except (OSError, RuntimeError, KeyError):
+                keep = False
+        try:
+            self.close()
+        except (OSError, RuntimeError):
+            keep = False
+        if not keep:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        elif isinstance(err, (DiskFullError, OSError, RuntimeError)):
+            log.warning("%s: kept with its complete chunks; run the same command again to resume", self.path)
+
+
+def _changed(stored: Any, attrs: dict[str, Any]) -> list[str]:
+    """Names of the attributes (inputs, settings) whose stored value differs from the new run's."""
+    out = []
+    for k, v in attrs.items():
+        if k in ("started",):
+            continue
+        old = stored.get(k)
+        old = old.decode() if isinstance(old, bytes) else old
+        if old is None or str(old) != str(v):
+            out.append(k)
+    return out
 
 
 def _finalize(path: Path, layers: list[str]) -> None:
     """Write the completeness summary and mark the file complete."""
-    with h5py.File(path, "r+") as f:
+    ensure_free_space(path, SPACE_MARGIN, "the completeness summary")
+    with h5_create(path, "r+") as f:
         delta = f["f_x"][...] - f["f_baseline"][...]
         summary = {n: completeness_summary(f["completeness"][n][...], delta) for n in layers}
         f.attrs["completeness"] = _json(summary)
@@ -173,8 +286,9 @@ def _finalize(path: Path, layers: list[str]) -> None:
 
 def _merge_shards(shards: list[Path], out_partial: Path, layers: list[str]) -> None:
     """Copy every shard's done chunks into the first shard's file (chunk by chunk), written as ``out_partial``."""
+    ensure_free_space(shards[0], SPACE_MARGIN + sum(s.stat().st_size for s in shards[1:]), "merging the shards")
     os.replace(shards[0], out_partial)
-    with h5py.File(out_partial, "r+") as dst:
+    with h5_create(out_partial, "r+") as dst:
         chunk = int(dst.attrs["chunk_size"])
         n = dst["bins"].shape[0]
         names = ["bins", "f_x", "f_baseline"] + [f"contributions/{n_}" for n_ in layers] + \
@@ -216,8 +330,41 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
     from . import distributed
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     ctx = distributed.context(device)
+    own = partial_path(out) if ctx.world == 1 else shard_path(out, ctx.rank, ctx.world)
+    check_output_path(out, also=(partial_path(out), own))  # before any work
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_output(out, ctx)
+    try:
+        return _write_locked(ctx, model, inputs, out, layers, target, method, steps, rule, baseline, reduce,
+                             batch_size, device, dtype, quiet, split, history, reference, resume, attrs,
+                             max_chunks, fast_conv, channels_last, autocast, engine_options)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_output(out: Path, ctx: Any) -> OutputLock | None:
+    """Rank 0 locks ``out`` (which covers ``out.partial`` and every shard) for the whole run; every rank
+    learns whether it got the lock before touching a file, so a refused run stops on all its ranks."""
+    lock, refused = None, None
+    if ctx.rank == 0:
+        try:
+            lock = OutputLock(out).acquire()
+        except (OutputLockedError, OSError) as err:
+            refused = str(err) if isinstance(err, OutputLockedError) else str(output_error(err, out))
+    refused = ctx.broadcast(refused)
+    if refused is not None:
+        if lock is not None:
+            lock.release()
+        raise OutputLockedError(refused)
+    return lock
+
+
+def _write_locked(ctx, model, inputs, out, layers, target, method, steps, rule, baseline, reduce, batch_size,
+                  device, dtype, quiet, split, history, reference, resume, attrs, max_chunks, fast_conv,
+                  channels_last, autocast, engine_options) -> Path:
+    """:func:`write_contributions` once the output is checked and locked."""
     device = ctx.device if device is None or ctx.world > 1 else device
     source: InputSource = as_source(inputs, model, split=split, history=history)
     if source.n is None:
@@ -259,8 +406,9 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
         }
         for k, v in (attrs or {}).items():
             file_attrs[k] = v if isinstance(v, (int, float, str, np.number)) else _json(v)
-        if isinstance(source, TensorSource):  # a resumed run must explain the same samples
-            file_attrs["input_sha256"] = tensor_hash(source.x)
+        # content hashes of the samples explained: a resumed run must explain the same samples (computed
+        # once, on rank 0: one sequential read of the frames, cheap beside the contributions themselves)
+        file_attrs.update(ctx.broadcast(_input_fingerprint(source) if ctx.rank == 0 else None))
         sig_doc = {k: v for k, v in file_attrs.items() if k not in ("started",)}
         sig_doc["target_moments"] = hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes()
                                                             for v in extra.values())).hexdigest()
@@ -271,7 +419,11 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
             chunk = ctx.broadcast((_partial_chunk(path, signature) or chunk) if ctx.rank == 0 else None)
         n_chunks = -(-source.n // chunk)
         mine = np.array_split(np.arange(n_chunks), ctx.world)[ctx.rank]
-        writer = _Writer(path, signature, file_attrs, source.n, chunk, shapes, value_shape, np_dtype, extra, resume)
+        try:
+            writer = _Writer(path, signature, file_attrs, source.n, chunk, shapes, value_shape, np_dtype, extra,
+                             resume)
+        except (OSError, RuntimeError) as err:
+            raise output_error(err, path) from err
         try:
             done = writer.done_mask()
             todo = [int(k) for k in mine if not done[k]]
@@ -300,11 +452,11 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
                     bar.update(1)
             bar.close()
             finished = new == len(todo)
-        except BaseException:
-            if writer.n_done() == 0:  # nothing to resume (e.g. a bad cell index found on the first chunk)
-                writer.close()
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        except BaseException as err:
+            suspect = writer.writing
+            writer.abort(err)
+            if suspect and isinstance(err, (OSError, RuntimeError)) and not isinstance(err, RetinaCodecError):
+                raise output_error(err, path) from err
             raise
         finally:
             writer.close()
@@ -313,11 +465,16 @@ def write_contributions(model: nn.Module, inputs: Any, out: str | os.PathLike, l
     ctx.barrier()
     if ctx.rank == 0:
         final_partial = partial_path(out)
-        if ctx.world > 1:
-            _merge_shards([shard_path(out, r, ctx.world) for r in range(ctx.world)], final_partial,
-                          list(engine.layers))
-        _finalize(final_partial, list(engine.layers))
-        os.replace(final_partial, out)
+        try:
+            if ctx.world > 1:
+                _merge_shards([shard_path(out, r, ctx.world) for r in range(ctx.world)], final_partial,
+                              list(engine.layers))
+            _finalize(final_partial, list(engine.layers))
+            os.replace(final_partial, out)
+        except (OSError, RuntimeError) as err:
+            if isinstance(err, RetinaCodecError):
+                raise
+            raise output_error(err, final_partial) from err
     ctx.barrier()
     return out
 

@@ -141,8 +141,9 @@ class ModeDecomposer(TransformerMixin, BaseEstimator):
             raise ModesError(f"validation_fraction: expected a value in [0, 1); found {self.validation_fraction}")
         if int(self.batch_size) < 1:
             raise ModesError(f"batch_size: expected a positive integer; found {self.batch_size}")
-        if int(self.max_epochs) < 0:
-            raise ModesError(f"max_epochs: expected a non-negative integer; found {self.max_epochs}")
+        if int(self.max_epochs) < 1:  # 0 epochs would return the random initialisation as "modes"
+            raise ModesError(f"max_epochs: expected a positive integer (an untrained SAE is no result); "
+                             f"found {self.max_epochs}")
         if not float(self.learning_rate) > 0.0:
             raise ModesError(f"learning_rate: expected a positive number; found {self.learning_rate}")
 

@@ -33,7 +33,7 @@ import torch
 
 from .._version import __version__
 from ..errors import FileFormatError, LayerNotFoundError, ModesError
-from ..io_utils import atomic_path
+from ..io_utils import atomic_path, h5_create
 from ..recordings.hdf5_files import open_hdf5
 from .decomposer import ModeDecomposer, make_sae
 
@@ -152,7 +152,7 @@ def write_modes(path: str | os.PathLike, decomposer: ModeDecomposer, loadings: n
         raise ModesError(f"bins: expected shape ({n},) to match loadings; found {bins.shape}")
     k, d = decomposer.atoms_.shape
     path = Path(path)
-    with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path, suffix=".h5.tmp") as tmp, h5_create(tmp) as f:
         f.attrs["kind"] = decomposer.kind
         f.attrs["settings"] = _json(decomposer.settings())
         f.attrs["metrics"] = _json(decomposer.metrics())

@@ -65,6 +65,12 @@ def _part(f: h5py.File, part: str, response: str, path: Path, validate: bool) ->
     if resp.ndim != 2 or resp.shape[1] != n:
         raise ShapeMismatchError(f"{path}: {part}/response/{response}: expected (N, {n}) (cells x frames), "
                                  f"found shape {resp.shape}")
+    if response == "binned":  # spike counts: checked here, naming the file, not later by the NWB writer
+        bad = ~np.isfinite(resp) | (resp < 0) | (resp != np.round(resp))
+        if bad.any():
+            i, t = (int(v) for v in np.argwhere(bad)[0])
+            raise RecordingError(f"{path}: {part}/response/binned: expected non-negative integer spike counts, "
+                                 f"found {float(resp[i, t])!r} (cell {i}, frame {t})")
     if validate and stim.dtype.kind == "f":
         chunk = 2048
         for a in progress(range(0, n, chunk), desc=f"checking {part}/stimulus", total=-(-n // chunk),

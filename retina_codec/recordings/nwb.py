@@ -50,7 +50,7 @@ from ..errors import (
     TimestampError,
     UnknownIntervalError,
 )
-from ..io_utils import atomic_path
+from ..io_utils import atomic_path, check_output_path, h5_create
 from ..progress import is_quiet, progress
 from .binning import bin_spikes, checked_times, frame_edges, resample_rates
 from .frames import ArrayFrames, ConcatFrames, H5Frames, IndexedFrames
@@ -145,6 +145,8 @@ def _series_times(series: Any, n: int, path: Path, field: str) -> tuple[np.ndarr
     if rate is None or not np.isfinite(rate) or rate <= 0:
         raise TimestampError(f"{path}: {field}/starting_time: rate must be a positive number of Hz, found {rate!r}")
     start = float(series.starting_time or 0.0)
+    if not np.isfinite(start):
+        raise TimestampError(f"{path}: {field}/starting_time: expected a finite time in seconds, found {start!r}")
     return start + np.arange(n, dtype=np.float64) / float(rate), float(rate)
 
 
@@ -208,8 +210,11 @@ def _frame_source(series: Any, path: Path, field: str) -> H5Frames | IndexedFram
                                      f"found {int(np.min(idx[:]))}..{int(np.max(idx[:]))}")
         return IndexedFrames(idx, images)
     data = series.data
-    if data is None or (getattr(series, "external_file", None) is not None and len(data.shape) < 3):
-        raise MissingStimulusError(f"{path}: {field}/data: frames are in an external file, which is not supported")
+    external = getattr(series, "external_file", None)
+    if data is None or (external is not None and (len(data.shape) < 3 or data.shape[0] == 0)):
+        where = f" ({', '.join(str(x) for x in external[:3])})" if external is not None else ""
+        raise MissingStimulusError(f"{path}: {field}/external_file: frames stored in external files{where} are not "
+                                   "supported; expected the frames in data (frame, x, y)")
     if len(data.shape) != 3:
         raise ShapeMismatchError(f"{path}: {field}/data: expected grey frames (frame, x, y), found shape "
                                  f"{tuple(data.shape)}")
@@ -217,7 +222,63 @@ def _frame_source(series: Any, path: Path, field: str) -> H5Frames | IndexedFram
     offset = float(getattr(series, "offset", 0.0) or 0.0)
     if not (np.isfinite(scale) and np.isfinite(offset)):
         raise NonFiniteFramesError(f"{path}: {field}: conversion/offset must be finite, found {scale}, {offset}")
+    _check_declared_size(data, path, f"{field}/data")
     return H5Frames(data, transpose=True, scale=scale, offset=offset)
+
+
+def _check_declared_size(data: Any, path: Path, field: str) -> None:
+    """A :class:`ShapeMismatchError` when an HDF5 dataset declares more data than the file stores (a chunked
+    dataset whose chunks were never written, a contiguous one that was never filled): its shape is not its
+    content, and reading or scanning it would allocate or loop over data that is not there. Cheap: asks the
+    HDF5 chunk index, reads no frames."""
+    dsid = getattr(data, "id", None)
+    shape = tuple(int(v) for v in getattr(data, "shape", ()) or ())
+    if dsid is None or not shape or not all(shape):
+        return
+    try:
+        itemsize = int(data.dtype.itemsize)
+        declared = int(np.prod(shape, dtype=np.float64)) * itemsize
+        chunks = data.chunks
+        if chunks is None:
+            stored = int(dsid.get_storage_size())
+            if data.compression is None and stored < declared:
+                raise ShapeMismatchError(f"{path}: {field}: declares shape {shape} ({_bytes(declared)}) but the file "
+                                         f"stores only {_bytes(stored)} of it")
+            return
+        n_chunks = int(np.prod([-(-s // c) for s, c in zip(shape, chunks)], dtype=np.float64))
+        written = int(dsid.get_num_chunks())
+    except ShapeMismatchError:
+        raise
+    except Exception:  # noqa: BLE001 - an HDF5 library without the chunk query: nothing to compare
+        return
+    if written < n_chunks:
+        raise ShapeMismatchError(f"{path}: {field}: declares {shape[0]} frames of {shape[1:]} "
+                                 f"({_bytes(declared)}) but the file stores only {written} of its {n_chunks} "
+                                 "chunks; expected every declared frame to be written")
+
+
+def _bytes(n: float) -> str:
+    """``n`` bytes as ``"1.5 GB"``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"
+
+
+def _check_memory(n_frames: int, n_columns: int, path: Path, field: str) -> None:
+    """A :class:`RecordingError` when the per-frame arrays of a recording (frame times, bin edges, responses of
+    ``n_columns`` cells, in float64) need more memory than the machine has available; checked before they are
+    allocated."""
+    need = float(n_frames) * 8.0 * (n_columns + 4)
+    try:
+        with open("/proc/meminfo") as f:
+            free = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
+    except OSError:
+        free = None
+    if free is not None and need > free:
+        raise RecordingError(f"{path}: {field}: {n_frames} frames with {n_columns} response columns need "
+                             f"{_bytes(need)} for times and responses, more than the {_bytes(free)} available")
 
 
 def _check_finite(frames: H5Frames | IndexedFrames, path: Path, field: str, chunk: int = 2048) -> None:
@@ -389,6 +450,30 @@ def _file_intervals(nwbfile: NWBFile) -> dict[str, np.ndarray]:
     return {k: np.asarray(sorted(v), dtype=np.float64).reshape(-1, 2) for k, v in found.items()}
 
 
+def _own_splits(nwbfile: NWBFile, name: str, others: set[str]) -> dict[str, np.ndarray]:
+    """train / validation / test rows of the file's interval tables that may belong to stimulus ``name``: rows
+    tagged with another stimulus series' name (``write_nwb`` tags each row with its stimulus) are left out."""
+    found: dict[str, list[tuple[float, float]]] = {}
+    tables = dict(nwbfile.intervals.items()) if nwbfile.intervals is not None else {}
+    if nwbfile.epochs is not None:
+        tables.setdefault("epochs", nwbfile.epochs)
+    for tname, table in tables.items():
+        if len(table.id) == 0:
+            continue
+        starts = np.asarray(table["start_time"].data[:], dtype=np.float64)
+        stops = np.asarray(table["stop_time"].data[:], dtype=np.float64)
+        if tname in SPLITS:
+            found.setdefault(tname, []).extend(zip(starts, stops))
+        if "tags" in table.colnames:
+            for i, tags in enumerate(table["tags"][:]):
+                tags = {t.decode() if isinstance(t, bytes) else str(t) for t in tags}
+                if tags & others and name not in tags:
+                    continue
+                for tag in tags & set(SPLITS):
+                    found.setdefault(tag, []).append((starts[i], stops[i]))
+    return {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in found.items() if v}
+
+
 def fraction_intervals(
     frame_times: np.ndarray, frame_rate: float, fractions: Sequence[float] = (0.8, 0.1, 0.1),
     names: Sequence[str] = SPLITS,
@@ -443,7 +528,7 @@ def read_nwb(
     stimulus: str | None = None,
     responses: str | None = None,
     splits: Sequence[str] | None = None,
-    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    split_fractions: Sequence[float] | None = None,
     validate: bool = True,
 ) -> Recording:
     """Read one stimulus series and the responses to it from an NWB file, lazily.
@@ -462,6 +547,10 @@ def read_nwb(
     splits : interval names to read from ``epochs`` tags or ``intervals`` tables (clipped to the
         stimulus' time span). ``None``: whichever of train / validation / test exist, else contiguous
         splits by ``split_fractions``. A name the file lacks raises :class:`UnknownIntervalError`.
+    split_fractions : fractions (train, validation, test) of contiguous splits for a file without train /
+        validation / test intervals (``None``: 0.8 / 0.1 / 0.1). When the file has such intervals but every one
+        of them lies outside the stimulus, a warning names them and no splits are invented unless
+        ``split_fractions`` is given.
     validate : scan float frames for NaN / inf (chunk by chunk).
 
     Returns a :class:`Recording` whose stimulus stays in the file: keep it open while you use it and
@@ -481,7 +570,7 @@ def read_nwb(
 
 
 def _read(nwbfile: NWBFile, path: Path, stimulus: str | None, responses: str | None,
-          splits: Sequence[str] | None, split_fractions: Sequence[float], validate: bool) -> Recording:
+          splits: Sequence[str] | None, split_fractions: Sequence[float] | None, validate: bool) -> Recording:
     cands = stimulus_series(nwbfile)
     if not cands:
         raise MissingStimulusError(f"{path}: stimulus: no OpticalSeries, ImageSeries or IndexSeries in "
@@ -494,6 +583,8 @@ def _read(nwbfile: NWBFile, path: Path, stimulus: str | None, responses: str | N
     n = len(frames)
     if n == 0:
         raise MissingStimulusError(f"{path}: {field}/data: the stimulus has no frames")
+    n_units = len(nwbfile.units.id) if nwbfile.units is not None else 0
+    _check_memory(n, n_units, path, f"{field}/data")
     frame_times, rate = _series_times(series, n, path, field)
     meta = _meta(nwbfile, name)
     if series.timestamps is not None and meta.get("frame_rate"):
@@ -577,7 +668,16 @@ def _read(nwbfile: NWBFile, path: Path, stimulus: str | None, responses: str | N
         intervals = {s: _clip(available[s], t0, t1) for s in SPLITS if s in available}
         intervals = {k: v for k, v in intervals.items() if len(v)}
         if not intervals:
-            intervals = fraction_intervals(frame_times, rate, split_fractions)
+            own = _own_splits(nwbfile, name, set(cands) - {name})
+            if own and split_fractions is None:
+                rows = np.concatenate(list(own.values()))
+                warnings.warn(f"{path}: epochs: the intervals {sorted(own)} ({len(rows)} rows, {rows.min():.3f}-"
+                              f"{rows.max():.3f} s) all lie outside stimulus {name!r} ({t0:.3f}-{t1:.3f} s); the "
+                              "recording has no splits (pass split_fractions to split it by fraction)",
+                              RuntimeWarning, stacklevel=3)
+                intervals = {}
+            else:
+                intervals = fraction_intervals(frame_times, rate, split_fractions or (0.8, 0.1, 0.1))
 
     gt = read_ground_truth(nwbfile, name, n)
     if gt is not None and (start, stop) != (0, n):
@@ -747,6 +847,7 @@ def write_nwb(
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: file exists (pass overwrite=True / --overwrite to replace it)")
+    check_output_path(path)  # a directory or a read-only folder: refused before building the file
     _check_writable(recs)
     recs = sorted(recs, key=lambda r: r.frame_times[0])
     first = recs[0]
@@ -848,7 +949,9 @@ def write_nwb(
     meta.add(DynamicTable(name="cells", description="the recorded cells, in response-column order", columns=[
         VectorData(name="cell_id", description="identifier of the cell", data=[str(c) for c in first.cell_ids])]))
     with atomic_path(path, suffix=".nwb") as tmp:
-        with NWBHDF5IO(str(tmp), mode="w") as io:
+        # our own h5py file, without hdmf's 32 MiB raw-data chunk cache: after a failed write (disk full)
+        # HDF5 would flush that cache when closing the datasets, fail again and then crash (segfault)
+        with NWBHDF5IO(str(tmp), mode="w", file=h5_create(tmp)) as io:
             io.write(nwbfile)
     return path
 

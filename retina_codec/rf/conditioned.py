@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ModesError, ShapeMismatchError
 from ..recordings import Recording
 from .decompose import batched_rank1, space_time_svd, working_precision
 from .irf import iter_irfs, model_window
@@ -197,8 +198,17 @@ def mode_conditioned_rfs(
     bins = np.asarray(bins, dtype=np.int64)
     loadings = np.asarray(loadings, dtype=np.float64)
     if loadings.ndim != 2 or loadings.shape[0] != len(bins):
-        raise ValueError(f"loadings: expected shape ({len(bins)}, K) aligned with the bins, "
-                         f"found {loadings.shape}")
+        raise ShapeMismatchError(f"loadings: expected shape ({len(bins)}, K) aligned with the bins, "
+                                 f"found {loadings.shape}")
+    bad = ~np.isfinite(loadings)
+    if bad.any():  # NaN loadings would pass no threshold and break the rank-1 fits much later
+        raise ModesError(f"loadings: expected finite values, found {int(bad.sum())} NaN/inf "
+                         f"(first in row {int(np.flatnonzero(bad.any(axis=1))[0])})")
+    outside = ~np.isin(bins, recording.window_bins(None, history, offset))
+    if outside.any():  # checked before any IRF is computed, not when the stream reaches them
+        raise ShapeMismatchError(f"bins: expected bins with a full {history}-frame window inside the "
+                                 f"{recording.n_frames}-frame recording, found {int(outside.sum())} outside "
+                                 f"({int(bins[outside].min())}..{int(bins[outside].max())})")
     order = np.argsort(bins, kind="stable")
     bins, loadings = bins[order], loadings[order]
     combos, code = active_combinations(loadings, threshold, max_combinations, min_count)

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from .._version import __version__
-from ..io_utils import atomic_path
+from ..io_utils import atomic_path, h5_create
 
 __all__ = ["write_rf", "read_rf"]
 
@@ -91,7 +91,7 @@ def write_rf(path: str | os.PathLike, attrs: dict[str, Any] | None = None, **gro
     scalars. ``attrs`` go on the root (use them for model hash, recording path, method, steps...); lists
     and dicts are stored as JSON strings.
     """
-    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path, suffix=".h5") as tmp, h5_create(tmp) as f:
         f.attrs["content"] = "retina-codec receptive fields"
         f.attrs["package_version"] = __version__
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
