@@ -342,3 +342,26 @@ def test_debug_flag_shows_the_traceback_instead_of_one_line(tmp_path, model_nwb)
     folder.mkdir()
     with pytest.raises(OutputPathError):
         main(["--debug", *_contributions_argv(model_nwb, folder, "--overwrite")])
+
+
+def test_a_corrupt_frames_chunk_is_a_recording_error_naming_the_file_in_the_library_too(tmp_path, model_nwb):
+    from retina_codec.errors import RecordingError
+    from retina_codec.recordings.nwb import read_nwb
+
+    bad = tmp_path / "bad.nwb"
+    _corrupt_frames_chunk(model_nwb, bad, k=0)
+    with read_nwb(bad) as rec, pytest.raises(RecordingError, match=r"bad\.nwb: stimulus frames 0–"):
+        rec.stimulus[0:10]
+
+
+def test_rf_refuses_an_unwritable_out_before_computing(tmp_path, model_nwb, capsys, monkeypatch):
+    import retina_codec.rf.sta as sta
+
+    def never(*a, **k):
+        raise AssertionError("the STA was computed before the output was checked")
+
+    monkeypatch.setattr(sta, "spike_triggered_average", never)
+    folder = tmp_path / "out.h5"
+    folder.mkdir()
+    assert main(["-q", "rf", str(MODEL), str(model_nwb), "--out", str(folder), "--overwrite"]) == 2
+    assert "is a directory" in _one_error_line(capsys.readouterr().err)

@@ -238,7 +238,12 @@ def check_output(path: str | Path, overwrite: bool) -> None:
     """Raise :class:`OutputExistsError` (one line, exit 2 on the CLI) when ``path`` exists and may not be replaced.
 
     Called before any work, so a finished store (hours of contributions) is never recomputed by a repeated
-    command by accident; an interrupted run resumes from its ``.partial`` file, which is not ``path``.
+    command by accident; an interrupted run resumes from its ``.partial`` file, which is not ``path``. Also
+    refuses, before any work, an output that cannot be written (a directory, a read-only folder:
+    :func:`~retina_codec.io_utils.check_output_path`), here and for its ``.partial`` file.
     """
+    from ..io_utils import check_output_path
+
+    check_output_path(path, also=(Path(f"{path}.partial"),))
     if Path(path).exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists already (pass --overwrite to replace it)")

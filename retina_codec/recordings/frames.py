@@ -107,7 +107,11 @@ class H5Frames:
             raise RecordingError(f"{self.filename}: stimulus frames: the file is closed (the frames are read "
                                  "lazily: use the recording inside 'with read_nwb(...) as rec:' or before "
                                  "rec.close())")
-        return np.asarray(self.dataset[a:b])
+        try:
+            return np.asarray(self.dataset[a:b])
+        except OSError as err:  # h5py: a corrupt compressed chunk ("filter returned failure during read")
+            raise RecordingError(f"{self.filename}: stimulus frames {a}–{b}: cannot be read ({err}); the file is "
+                                 "damaged") from err
 
     def __getitem__(self, key: Any) -> np.ndarray:
         raw = self._read(key)
