@@ -37,7 +37,7 @@ from torch import nn
 
 from .._version import __version__
 from ..contributions.store import model_hash
-from ..io_utils import atomic_path
+from ..io_utils import atomic_path, h5_create
 from ..modes import ModeDecomposer
 from ..stats import LayerStats, LayerVectors, layer_vectors, net_channels, statistics_table
 from .adapters import layer_alias
@@ -169,7 +169,7 @@ def write_classify_stats(path: str | os.PathLike, res: ClassifyStats, model: nn.
     """Write ``res`` to ``path`` (HDF5, atomically; layout in the module docstring)."""
     vec = res.vectors
     path = Path(path)
-    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path, suffix=".h5") as tmp, h5_create(tmp) as f:
         s = vec.settings
         f.attrs.update({
             "format": FORMAT, "format_version": 1, "package_version": __version__,

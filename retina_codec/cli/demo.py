@@ -403,7 +403,7 @@ class Demo:
         """Predicted rates and per-cell r on both stimuli' test splits → ``fit.h5``."""
         import h5py
 
-        from ..io_utils import atomic_path
+        from ..io_utils import atomic_path, h5_create
         from ..models import predict
         from ..models.fitting import pearson_r
 
@@ -413,7 +413,7 @@ class Demo:
             if self._fresh(path, inputs=inputs):
                 self._skip(f"{path.name} exists: skipping")
                 return
-            with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+            with atomic_path(path, suffix=".h5") as tmp, h5_create(tmp) as f:
                 f.attrs["model_hash"] = self.model_hash
                 f.attrs["model_path"] = str(self._model_path)
                 f.attrs["model_source"] = self._model_source
