@@ -21,7 +21,7 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -429,9 +429,8 @@ def _roi_ids(series: TimeSeries, n: int) -> list[str] | None:
         return None
 
 
-def _file_intervals(nwbfile: NWBFile) -> dict[str, np.ndarray]:
-    """All named intervals: rows by tag (any TimeIntervals with tags) and whole tables by name."""
-    found: dict[str, list[tuple[float, float]]] = {}
+def _interval_tables(nwbfile: NWBFile) -> Iterator[tuple[str, np.ndarray, np.ndarray, list[set[str]] | None]]:
+    """``(table name, starts, stops, tags per row or None)`` for every non-empty interval table (and epochs)."""
     tables = dict(nwbfile.intervals.items()) if nwbfile.intervals is not None else {}
     if nwbfile.epochs is not None:
         tables.setdefault("epochs", nwbfile.epochs)
@@ -440,13 +439,20 @@ def _file_intervals(nwbfile: NWBFile) -> dict[str, np.ndarray]:
             continue
         starts = np.asarray(table["start_time"].data[:], dtype=np.float64)
         stops = np.asarray(table["stop_time"].data[:], dtype=np.float64)
+        tags = ([{t.decode() if isinstance(t, bytes) else str(t) for t in row} for row in table["tags"][:]]
+                if "tags" in table.colnames else None)
+        yield tname, starts, stops, tags
+
+
+def _file_intervals(nwbfile: NWBFile) -> dict[str, np.ndarray]:
+    """All named intervals: rows by tag (any TimeIntervals with tags) and whole tables by name."""
+    found: dict[str, list[tuple[float, float]]] = {}
+    for tname, starts, stops, tags in _interval_tables(nwbfile):
         if tname not in ("epochs", "trials", "invalid_times"):
             found.setdefault(tname, []).extend(zip(starts, stops))
-        if "tags" in table.colnames:
-            for i, tags in enumerate(table["tags"][:]):
-                for tag in tags:
-                    tag = tag.decode() if isinstance(tag, bytes) else str(tag)
-                    found.setdefault(tag, []).append((starts[i], stops[i]))
+        for i, row in enumerate(tags or ()):
+            for tag in row:
+                found.setdefault(tag, []).append((starts[i], stops[i]))
     return {k: np.asarray(sorted(v), dtype=np.float64).reshape(-1, 2) for k, v in found.items()}
 
 
@@ -454,23 +460,14 @@ def _own_splits(nwbfile: NWBFile, name: str, others: set[str]) -> dict[str, np.n
     """train / validation / test rows of the file's interval tables that may belong to stimulus ``name``: rows
     tagged with another stimulus series' name (``write_nwb`` tags each row with its stimulus) are left out."""
     found: dict[str, list[tuple[float, float]]] = {}
-    tables = dict(nwbfile.intervals.items()) if nwbfile.intervals is not None else {}
-    if nwbfile.epochs is not None:
-        tables.setdefault("epochs", nwbfile.epochs)
-    for tname, table in tables.items():
-        if len(table.id) == 0:
-            continue
-        starts = np.asarray(table["start_time"].data[:], dtype=np.float64)
-        stops = np.asarray(table["stop_time"].data[:], dtype=np.float64)
+    for tname, starts, stops, tags in _interval_tables(nwbfile):
         if tname in SPLITS:
             found.setdefault(tname, []).extend(zip(starts, stops))
-        if "tags" in table.colnames:
-            for i, tags in enumerate(table["tags"][:]):
-                tags = {t.decode() if isinstance(t, bytes) else str(t) for t in tags}
-                if tags & others and name not in tags:
-                    continue
-                for tag in tags & set(SPLITS):
-                    found.setdefault(tag, []).append((starts[i], stops[i]))
+        for i, row in enumerate(tags or ()):
+            if row & others and name not in row:
+                continue
+            for tag in row & set(SPLITS):
+                found.setdefault(tag, []).append((starts[i], stops[i]))
     return {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in found.items() if v}
 
 
