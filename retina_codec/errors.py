@@ -135,6 +135,3 @@ class DiskFullError(RetinaCodecError, OSError):
 class OutputWriteError(RetinaCodecError, OSError):
     """An operating-system error (I/O error, permission, ...) while writing an output; names the file."""
 
-
-class UsageError(RetinaCodecError, ValueError):
-    """A command-line option value argparse refused (``argument --epochs: expected at least 1, found '0'``)."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from ..errors import OutputExistsError, UsageError
+from ..errors import OutputExistsError
 
 __all__ = ["add_overwrite_argument", "add_responses_argument", "add_session_argument", "add_trust_argument",
            "check_output", "positive_int", "non_negative_int", "int_at_least", "finite_float", "positive_float",
@@ -138,35 +138,15 @@ def device_name(text: str) -> str:
 def one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Make a sub-command's usage errors one line and exit code 2; returns ``p``.
 
-    A value its ``type=`` validator (or ``choices``) refuses becomes the command's function: it raises
-    :class:`~retina_codec.errors.UsageError` (``argument --epochs: expected at least 1, found '0'``) before any
-    work, which the CLI prints as its one error line and exit 2 (``main()`` returns 2, as for every input error).
-    Other usage errors (a missing required argument) print one line with a pointer to ``--help`` instead of the
-    multi-line usage, and exit 2."""
+    A value its ``type=`` validator (or ``choices``) refuses, or a missing required argument, prints
+    ``retina-codec CMD: error: argument --epochs: expected at least 1, found '0' (see retina-codec CMD --help)``
+    instead of the multi-line usage, before any work; ``main()`` returns 2 for it."""
 
     def error(message: str) -> NoReturn:
         sys.stderr.write(f"{p.prog}: error: {message} (see {p.prog} --help)\n")
         raise SystemExit(2)
 
-    parse = p.parse_known_args
-
-    def parse_known_args(args: object = None, namespace: argparse.Namespace | None = None) -> tuple[
-            argparse.Namespace, list[str]]:
-        try:
-            return parse(args, namespace)  # type: ignore[arg-type]
-        except argparse.ArgumentError as err:
-            refused = UsageError(f"{err} (see {p.prog} --help)")
-
-            def refuse(_: argparse.Namespace) -> int:
-                raise refused
-
-            out = namespace if namespace is not None else argparse.Namespace()
-            out.func = refuse
-            return out, []
-
-    p.exit_on_error = False  # bad values raise ArgumentError (caught above) instead of exiting
     p.error = error  # type: ignore[method-assign]
-    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
     return p
 
 
