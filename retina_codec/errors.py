@@ -26,6 +26,13 @@ __all__ = [
     "ModesError",
     "OutputExistsError",
     "NonFiniteResponsesError",
+    "DeviceError",
+    "StoreReadError",
+    "UnknownCellError",
+    "OutputLockedError",
+    "OutputPathError",
+    "DiskFullError",
+    "OutputWriteError",
 ]
 
 
