@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -185,10 +186,35 @@ class SurprisalTarget(Target):
         cov = d.T @ d / max(y.shape[0] - 1, 1)
         return self.set_moments(mu, cov)
 
+    def smallest_spread(self) -> float:
+        """Std of the reference rates along their least-varying principal direction (of the regularised Σ)."""
+        assert self.mu is not None and self.cov is not None
+        low = float(np.linalg.eigvalsh(self.cov + self.ridge_used * np.eye(self.mu.shape[0]))[0])
+        return float(np.sqrt(max(low, 0.0)))
+
+    def rounding_ratio(self, dtype: torch.dtype) -> float:
+        """``dtype``'s rounding of the rates (``eps · max|μ|``) against :meth:`smallest_spread`. Near or above
+        0.01 a surprisal evaluated in ``dtype`` is mostly rounding: a model whose rates barely vary (e.g.
+        untrained) gives meaningless float32 surprisals and completeness errors."""
+        if self.mu is None or not self.mu.size:
+            return 0.0
+        spread = self.smallest_spread()
+        eps = torch.finfo(dtype).eps * float(np.abs(self.mu).max())
+        return float("inf") if spread <= 0 else eps / spread
+
     def _tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.fitted:
             raise RuntimeError("surprisal target has no μ, Σ yet: call fit(reference_outputs) first")
         key = (like.device, like.dtype)
+        if key not in self._cache and like.is_floating_point() and torch.finfo(like.dtype).eps > 1e-10:
+            ratio = self.rounding_ratio(like.dtype)
+            if ratio > 0.01:
+                warnings.warn(
+                    f"surprisal: the reference rates vary by as little as {self.smallest_spread():.3g} around rates "
+                    f"up to {float(np.abs(self.mu).max()):.3g}; {str(like.dtype)[6:]} rounding is {100 * ratio:.0f}% "
+                    "of that spread, so the surprisal and its contributions are mostly rounding (an untrained or "
+                    "saturated model?); compute in float64 (dtype=torch.float64, CLI --dtype float64)",
+                    RuntimeWarning, stacklevel=4)
         if key not in self._cache:
             self._cache[key] = (torch.as_tensor(self.mu, dtype=like.dtype, device=like.device),
                                 torch.as_tensor(self.precision, dtype=like.dtype, device=like.device))
