@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from _contrib_models import small_bncnn
 from _contrib_store_job import CHUNK, job_inputs
 from _nwbio_helpers import natural_recording
@@ -365,3 +366,32 @@ def test_rf_refuses_an_unwritable_out_before_computing(tmp_path, model_nwb, caps
     folder.mkdir()
     assert main(["-q", "rf", str(MODEL), str(model_nwb), "--out", str(folder), "--overwrite"]) == 2
     assert "is a directory" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_dataloader_whose_samples_changed_between_kill_and_resume_starts_over(tmp_path, caplog):
+    """DataLoader inputs are hashed too (one extra pass): other samples, or another order, start the partial
+    store over instead of mixing; the same loader resumes."""
+    import logging
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 2)).eval()
+    gen = torch.Generator().manual_seed(1)
+    xa, xb = torch.randn(24, 3, 8, 8, generator=gen), torch.randn(24, 3, 8, 8, generator=gen)
+    kw = {"layers": ["1"], "target": "sum", "steps": 3, "batch_size": 4, "quiet": True}
+    out = tmp_path / "c.h5"
+    write_contributions(model, DataLoader(TensorDataset(xa), batch_size=5), out, max_chunks=2, **kw)
+    with caplog.at_level(logging.INFO):
+        write_contributions(model, DataLoader(TensorDataset(xb), batch_size=5), out, **kw)
+    assert "starting over" in caplog.text and "input_sha256" in caplog.text
+    np.testing.assert_array_equal(read_contributions(out)["contributions"]["1"],
+                                  read_contributions(write_contributions(model, xb, tmp_path / "b.h5", **kw))
+                                  ["contributions"]["1"])
+    again = tmp_path / "again.h5"
+    write_contributions(model, DataLoader(TensorDataset(xa), batch_size=5), again, max_chunks=2, **kw)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        write_contributions(model, DataLoader(TensorDataset(xa), batch_size=5), again, **kw)
+    assert "resuming after 2 of 6 chunks" in caplog.text and "starting over" not in caplog.text

@@ -43,7 +43,7 @@ from ..recordings.frames import raw_frames
 from ..recordings.windows import bin_chunks
 from .api import completeness_summary, fit_reference, per_sample_baseline, resolve_batch_size
 from .engine import ContributionEngine
-from .sources import InputSource, RecordingSource, TensorSource, as_source
+from .sources import InputSource, LoaderSource, RecordingSource, TensorSource, as_source
 from .targets import make_target
 
 __all__ = ["write_contributions", "read_contributions", "model_hash", "partial_path", "shard_path"]
@@ -86,13 +86,30 @@ def recording_fingerprint(source: RecordingSource) -> dict[str, Any]:
             "responses_sha256": resp.hexdigest(), "span": [lo, hi]}
 
 
+def loader_fingerprint(source: LoaderSource, chunk: int = 1024) -> dict[str, Any]:
+    """Content hash of every sample a DataLoader (or any re-iterable of batches) yields, in order: one extra
+    pass over the data (decoding only, beside hours of contributions). A loader that yields other samples or
+    another order on the next pass (``shuffle=True``, changed files) gets another hash, so its partial store
+    is started over instead of mixed. ``{}`` for a one-shot iterator, which cannot be read twice."""
+    if iter(source.loader) is source.loader:
+        return {}
+    h = hashlib.sha256()
+    n = 0
+    for _, x in source.iter_chunks(chunk):
+        h.update(tensor_hash(x).encode())
+        n += int(x.shape[0])
+    return {"input_sha256": h.hexdigest(), "input_samples": n}
+
+
 def _input_fingerprint(source: InputSource) -> dict[str, Any]:
-    """Content hashes of the samples a run explains (tensor or recording; a DataLoader has none)."""
+    """Content hashes of the samples a run explains: a tensor, a recording, or a re-iterable DataLoader."""
     if isinstance(source, TensorSource):
         return {"input_sha256": tensor_hash(source.x)}
     if isinstance(source, RecordingSource):
         return {f"recording_{k}": v if isinstance(v, str) else _json(v)
                 for k, v in recording_fingerprint(source).items()}
+    if isinstance(source, LoaderSource):
+        return loader_fingerprint(source)
     return {}
 
 
