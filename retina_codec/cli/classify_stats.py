@@ -26,7 +26,6 @@ from .options import (
     add_overwrite_argument,
     int_at_least,
     non_negative_int,
-    one_line_errors,
     open_probability,
     positive_int,
     positive_int_or_auto,
@@ -71,7 +70,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
     add_overwrite_argument(p, "DIR/stats.h5")
     p.set_defaults(func=run)
-    one_line_errors(p)
     return p
 
 

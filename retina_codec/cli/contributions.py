@@ -29,7 +29,6 @@ from .options import (
     finite_float,
     format_bytes,
     non_negative_int,
-    one_line_errors,
     positive_int,
     positive_int_or_auto,
 )
@@ -86,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_trust_argument(p)
     add_session_argument(p)
     p.set_defaults(func=run)
-    return one_line_errors(p)
+    return p
 
 
 def _target(args: argparse.Namespace) -> object:

@@ -9,7 +9,7 @@ from ..errors import RecordingError
 from ..recordings.hdf5_files import is_nwb_file, open_hdf5
 from ..recordings.labh5 import read_lab_h5
 from ..recordings.nwb import open_nwb, read_nwb, stimulus_series, write_nwb
-from .options import add_overwrite_argument, add_responses_argument, fraction, one_line_errors
+from .options import add_overwrite_argument, add_responses_argument, fraction
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_responses_argument(p, "NWB input: ")
     add_overwrite_argument(p, "OUTPUT")
     p.set_defaults(func=run)
-    one_line_errors(p)
 
 
 def run(args: argparse.Namespace) -> int:

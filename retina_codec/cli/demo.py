@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .options import device_name, non_negative_int, one_line_errors, positive_int
+from .options import device_name, non_negative_int, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier-images", type=positive_int, default=None,
                    help="digits per class for the classifier comparison (default: the whole test split)")
     p.set_defaults(func=run)
-    one_line_errors(p)
 
 
 # ----------------------------------------------------------------------------------------------- settings

@@ -21,7 +21,6 @@ from .options import (
     device_name,
     non_negative_float,
     non_negative_int,
-    one_line_errors,
     positive_float,
     positive_int,
 )
@@ -60,7 +59,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0)
     add_overwrite_argument(p, "model in OUT")
     p.set_defaults(func=run)
-    one_line_errors(p)
 
 
 def _load_recording(spec: str, stimulus: str | None, responses: str | None) -> tuple[Any, dict[str, Any]]:

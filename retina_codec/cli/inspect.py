@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import add_responses_argument, add_trust_argument, one_line_errors
+from .options import add_responses_argument, add_trust_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     add_trust_argument(p, "FILE")
     p.set_defaults(func=run)
-    one_line_errors(p)
 
 
 def run(args: argparse.Namespace) -> int:

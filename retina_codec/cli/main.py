@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import RetinaCodecError
+from .options import one_line_errors
 
 # sub-command modules, in the order `--help` lists them; a module missing here is skipped.
 COMMANDS = ("demo", "simulate", "inspect", "convert", "fit", "contributions", "modes", "rf", "report",
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.add_parser(sub)
     for command in sub.choices.values():  # `retina-codec demo -q` works as well as `retina-codec -q demo`
+        one_line_errors(command)  # a bad option value is one line + exit 2 in every command
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                              help="no progress bars or info messages")
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

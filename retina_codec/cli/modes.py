@@ -25,7 +25,6 @@ from .options import (
     fraction,
     non_negative_float,
     non_negative_int,
-    one_line_errors,
     positive_float,
     positive_int,
 )
@@ -73,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_trust_argument(p, "--model")
     add_session_argument(p, "--model")
     p.set_defaults(func=run)
-    return one_line_errors(p)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

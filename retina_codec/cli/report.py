@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .options import one_line_errors
-
 log = logging.getLogger(__name__)
 
 __all__ = ["add_parser", "run"]
@@ -22,7 +20,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("folder", help="demo output folder (retina-codec demo --out FOLDER)")
     p.add_argument("--out", default=None, help="HTML file to write (default: FOLDER/report.html)")
     p.set_defaults(func=run)
-    one_line_errors(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,7 +27,6 @@ from .options import (
     device_name,
     finite_float,
     non_negative_int,
-    one_line_errors,
     positive_int,
 )
 
@@ -63,7 +62,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--figures", help="figure folder (default: <out stem>_figures next to OUT)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.set_defaults(func=run)
-    one_line_errors(p)
 
 
 def read_loadings(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:

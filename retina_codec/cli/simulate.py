@@ -6,7 +6,7 @@ import argparse
 import logging
 import time
 
-from .options import add_overwrite_argument, non_negative_int, one_line_errors
+from .options import add_overwrite_argument, non_negative_int
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (anatomy, movies, spikes); default 0")
     add_overwrite_argument(p, "OUT")
     p.set_defaults(func=run)
-    one_line_errors(p)
 
 
 def run(args: argparse.Namespace) -> int:

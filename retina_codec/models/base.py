@@ -169,13 +169,12 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     Raises :class:`~retina_codec.errors.LayerNotFoundError` naming the model and the available names
     (``model.layer_names`` when the model has them, else every named submodule).
     """
-    from ..contributions.hooks import canonical_name
+    from ..contributions.hooks import resolve_module
 
-    modules = dict(model.named_modules())
-    name = canonical_name(model, name)
-    if name in modules and name != "":
-        return modules[name]
-    available = list(getattr(model, "layer_names", ()) or [n for n in modules if n])
-    raise LayerNotFoundError(
-        f"layer {name!r} not found in {type(model).__name__}; available: {', '.join(available)}"
-    )
+    try:
+        return resolve_module(model, name)
+    except LayerNotFoundError:
+        available = list(getattr(model, "layer_names", ()) or [n for n, _ in model.named_modules() if n])
+        raise LayerNotFoundError(
+            f"layer {name!r} not found in {type(model).__name__}; available: {', '.join(available)}"
+        ) from None
