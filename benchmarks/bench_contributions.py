@@ -91,7 +91,7 @@ def captum_per_layer(model, x, layers, steps, chunk, device, target=None):
     """captum LayerConductance once per layer, ``chunk`` samples per call (its steps are batched)."""
     from captum.attr import LayerConductance
 
-    from retina_codec.contributions.hooks import resolve_module
+    from retina_codec.torch_utils.hooks import resolve_module
 
     fwd = (lambda z: model(z).sum(1)) if target is None else model
     for name in layers:
@@ -106,7 +106,7 @@ def captum_reference(model, x, layers, steps, device) -> dict:
     """captum's per-unit conductance of every layer for the few samples ``x`` (target: sum of cells)."""
     from captum.attr import LayerConductance
 
-    from retina_codec.contributions.hooks import resolve_module
+    from retina_codec.torch_utils.hooks import resolve_module
 
     fwd = lambda z: model(z).sum(1)  # noqa: E731
     return {name: LayerConductance(fwd, resolve_module(model, name)).attribute(
@@ -328,7 +328,7 @@ def section_resnet(args, device) -> None:
     import numpy as np
     from captum.attr import LayerConductance
 
-    from retina_codec.contributions.hooks import resolve_module
+    from retina_codec.torch_utils.hooks import resolve_module
 
     check = [blocks[0], blocks[-1]]  # agreement with captum on one image, first and last block
     ref = {b: LayerConductance(model, resolve_module(model, b)).attribute(

@@ -63,7 +63,7 @@ def build(device: torch.device) -> torch.nn.Module:
 def captum_run(model, x, layers, steps, device, ref: bool = False):
     from captum.attr import LayerConductance
 
-    from retina_codec.contributions.hooks import resolve_module
+    from retina_codec.torch_utils.hooks import resolve_module
 
     out = {}
     for name in layers:

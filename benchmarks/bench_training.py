@@ -23,10 +23,10 @@ from torch import nn
 
 from retina_codec.models import BNCNN
 from retina_codec.models.card import machine_description
-from retina_codec.models.fft_conv import fft_convolutions, fft_inference
 from retina_codec.models.fitting import SMALL_CONFIG, resolve_device
 from retina_codec.sim import resolve_params
 from retina_codec.sim.simulate import SPLIT_FRACTIONS
+from retina_codec.torch_utils.fft_conv import fft_convolutions, fft_inference
 
 
 def with_plain_convs(model: BNCNN) -> BNCNN:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..contributions.store import model_hash
+from ..hashing import model_hash
 from ..io_utils import atomic_path, h5_create
 from ..modes import ModeDecomposer
 from ..stats import LayerStats, LayerVectors, layer_vectors, net_channels, statistics_table

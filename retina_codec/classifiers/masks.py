@@ -18,9 +18,9 @@ import torch
 from scipy.ndimage import median_filter
 from torch import nn
 
-from ..contributions.hooks import capture_outputs, prepared_model
 from ..contributions.targets import make_target
 from ..modes.interventions import top_channels
+from ..torch_utils.hooks import capture_outputs, prepared_model
 from .adapters import channel_dim
 
 __all__ = ["channel_chain_masks", "mode_masks"]

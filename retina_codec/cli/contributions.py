@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
 
     check_output(args.out, args.overwrite)
     if args.device is not None:
-        from ..devices import resolve_device
+        from ..torch_utils.devices import resolve_device
 
         resolve_device(args.device)  # a DeviceError (one line) before the model and recording are read
     model = load_model(args.model, trust=args.trust, session=args.session)

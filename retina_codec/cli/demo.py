@@ -285,7 +285,7 @@ class Demo:
     @property
     def model_hash(self) -> str:
         if self._model_hash is None:
-            from ..contributions.store import model_hash
+            from ..hashing import model_hash
 
             self._model_hash = model_hash(self.model)
         return self._model_hash

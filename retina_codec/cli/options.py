@@ -127,7 +127,7 @@ def device_name(text: str) -> str:
     """A ``type=`` validator: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or ``mps``, ``xpu[:N]``).
 
     Only the name is checked here (without importing torch); whether CUDA is present is checked where the
-    device is used (:func:`retina_codec.devices.resolve_device`)."""
+    device is used (:func:`retina_codec.torch_utils.devices.resolve_device`)."""
     name = str(text).strip()
     if not _DEVICE.match(name):
         raise argparse.ArgumentTypeError(f"expected 'auto', 'cpu' or 'cuda[:N]', found {text!r}")

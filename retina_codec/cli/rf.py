@@ -144,9 +144,9 @@ def _check_loadings(path: str, loadings: np.ndarray, bins: np.ndarray | None, re
 def run(args: argparse.Namespace) -> int:
     """Compute, store and plot; returns 0."""
 
-    from ..devices import resolve_device
     from ..models import load_model
     from ..recordings.nwb import read_nwb
+    from ..torch_utils.devices import resolve_device
 
     check_output(args.out, args.overwrite)
     device = resolve_device(args.device)
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         results = compute_rfs(model, rec, cells=cells, loadings=loadings, bins=bins, split=args.split,
                               threshold=args.threshold, max_combinations=args.max_combinations, keep=args.keep,
                               model_sta_samples=args.model_sta_samples, batch_size=args.batch_size)
-    from ..contributions.store import model_hash
+    from ..hashing import model_hash
     from ..rf.store import write_rf
 
     attrs = {"method": "rf", "model": str(args.model), "model_hash": model_hash(model),

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import resolve_device
 from ..progress import progress
+from ..torch_utils.devices import resolve_device
+from ..torch_utils.hooks import prepared_model
 from .engine import ContributionEngine
-from .hooks import prepared_model
 from .sources import InputSource, as_source
 from .targets import Target, make_target
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import resolve_device
-from ..models.fft_conv import fft_conv_swaps
-from ..models.fold_bn import batchnorm_folds
-from .hooks import (
+from ..torch_utils.devices import resolve_device
+from ..torch_utils.fft_conv import fft_conv_swaps
+from ..torch_utils.fold_bn import batchnorm_folds
+from ..torch_utils.hooks import (
     canonical_name,
     capture_outputs,
     prepared_model,

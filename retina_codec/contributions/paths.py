@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .hooks import Replay, canonical_name, resolve_module, swap_modules
+from ..torch_utils.hooks import Replay, canonical_name, resolve_module, swap_modules
 
 __all__ = ["AffineStem", "interpolate", "baseline_like", "dummy_input", "find_stem", "stem_before_layers"]
 

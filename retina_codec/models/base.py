@@ -169,7 +169,7 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     Raises :class:`~retina_codec.errors.LayerNotFoundError` naming the model and the available names
     (``model.layer_names`` when the model has them, else every named submodule).
     """
-    from ..contributions.hooks import resolve_module
+    from ..torch_utils.hooks import resolve_module
 
     try:
         return resolve_module(model, name)

@@ -26,9 +26,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
-from ..devices import resolve_device
 from ..errors import CheckpointError
 from ..io_utils import atomic_path
+from ..torch_utils.devices import resolve_device
 from .base import InputSpec, RetinaModel
 from .model_schema import validate_model_document
 from .registry import build_model
@@ -234,7 +234,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trus
     for those files). An openretina PyTorch-Lightning checkpoint (``.ckpt``) is loaded with
     :func:`~retina_codec.models.openretina.load_openretina` as one recording ``session`` (required when it
     has several; ``trust`` is passed on). ``FILE.py:FUNCTION`` runs your own function, which returns the model
-(:mod:`~retina_codec.models.factory`). ``device`` is checked first (:func:`~retina_codec.devices.resolve_device`).
+(:mod:`~retina_codec.models.factory`). ``device`` is checked first (:func:`~retina_codec.torch_utils.devices.resolve_device`).
     """
     device = resolve_device(device)
     from .factory import is_factory_spec, load_factory_model

@@ -93,7 +93,7 @@ def check_retina_model(model: Any, what: str = "this stage") -> nn.Module:
         raise ModelContractError(f"{what}: {type(model).__name__} has {len(ids)} cell_ids but {out.shape[1]} "
                                  "outputs")
     for name in getattr(model, "hidden_layers", ()) or ():
-        from ..contributions.hooks import resolve_module
+        from ..torch_utils.hooks import resolve_module
 
         resolve_module(model, name)
     _CHECKED[model] = key

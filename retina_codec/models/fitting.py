@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..devices import resolve_device
 from ..errors import CheckpointError, ShapeMismatchError
 from ..io_utils import atomic_path
 from ..progress import progress
 from ..recordings.recording import Recording
+from ..torch_utils.devices import resolve_device
+from ..torch_utils.fft_conv import fft_convolutions, fft_inference
 from .base import RetinaModel, input_norm, model_windows, warn_frame_rate
 from .bncnn import BNCNN
-from .fft_conv import fft_convolutions, fft_inference
 
 __all__ = ["fit", "evaluate", "predict", "pearson_r", "FitResult", "Evaluation", "resolve_device",
            "SMALL_CONFIG", "RESUME_FILE"]

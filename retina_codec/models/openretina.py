@@ -62,8 +62,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import resolve_device
 from ..errors import CheckpointError, UntrustedCheckpointError
+from ..torch_utils.devices import resolve_device
 from .wrapped import WrappedModel, wrap
 
 __all__ = ["load_openretina", "describe_openretina", "read_openretina_checkpoint", "OPENRETINA_SUFFIXES",

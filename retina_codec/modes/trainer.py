@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..devices import resolve_device as _resolve_device
 from ..errors import DeviceError, ModesError
 from ..progress import progress
+from ..torch_utils.devices import resolve_device as _resolve_device
 from .base import SparseAutoencoder
 
 __all__ = ["TrainConfig", "TrainResult", "train_sae", "resolve_device", "resolve_dtype", "make_optimizer",

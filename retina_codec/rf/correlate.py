@@ -36,8 +36,8 @@ import numpy as np
 import scipy.fft
 import torch
 
-from ..devices import resolve_device
 from ..recordings.windows import frames_of_windows
+from ..torch_utils.devices import resolve_device
 
 __all__ = ["WindowCorrelator", "frames_of_windows", "lag_product_parts", "assemble_lag_product", "resolve_device", "two_level_codes"]
 

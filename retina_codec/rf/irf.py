@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from ..models.base import input_norm, model_windows, warn_frame_rate
-from ..models.fft_conv import fft_inference
 from ..progress import progress
 from ..recordings import Recording
+from ..torch_utils.fft_conv import fft_inference
 
 __all__ = ["eval_mode", "fast_input_gradients", "model_device", "model_dtype", "input_jacobian", "iter_irfs", "instantaneous_rfs",
            "model_window"]
@@ -28,7 +28,7 @@ __all__ = ["eval_mode", "fast_input_gradients", "model_device", "model_dtype", "
 def fast_input_gradients(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
     """Within the block, a CPU model's large-kernel convolutions run as FFTs with frozen weights (their input
     gradient is then one FFT pair: IRFs of a retina BN-CNN ≈ 1.5× faster on two cores, benchmarks/RESULTS.md);
-    see :func:`~retina_codec.models.fft_conv.fft_inference`. Eval mode only on other devices."""
+    see :func:`~retina_codec.torch_utils.fft_conv.fft_inference`. Eval mode only on other devices."""
     return fft_inference(model)
 
 

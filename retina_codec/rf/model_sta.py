@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.fft_conv import fft_inference
 from ..progress import progress
+from ..torch_utils.fft_conv import fft_inference
 from .correlate import WindowCorrelator
 from .irf import input_jacobian, model_device, model_dtype, model_window
 

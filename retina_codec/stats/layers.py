@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from ..contributions import contributions
-from ..contributions.hooks import capture_outputs, prepared_model
 from ..contributions.reductions import reduce_map
 from ..progress import progress
+from ..torch_utils.hooks import capture_outputs, prepared_model
 from .measures import class_mean_dimensionality, ei_correlation, hoyer_sparsity, net_channels
 
 __all__ = ["LayerVectors", "LayerStats", "layer_vectors", "layer_activations", "layer_statistics",

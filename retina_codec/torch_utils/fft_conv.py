@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hooks import prepared_model, swap_modules
+
 __all__ = ["FFTConv2d", "fft_conv_eligible", "fft_conv_swaps", "fft_convolutions", "fft_inference"]
 
 
@@ -145,8 +147,6 @@ def fft_convolutions(model: nn.Module) -> Iterator[nn.Module]:
     on other devices (cuDNN picks its own algorithm there). Inside the block ``model.state_dict()`` has the
     wrapped names (``conv1.conv.conv.weight``): save or load state outside it.
     """
-    from ..contributions.hooks import swap_modules  # the hooks module imports this one
-
     first = next(model.parameters(), None)
     cpu = first is None or first.device.type == "cpu"
     with swap_modules(model, fft_conv_swaps(model) if cpu else {}):
@@ -160,7 +160,5 @@ def fft_inference(model: nn.Module) -> Iterator[nn.Module]:
     ≈ 2× and computes IRFs ≈ 1.5× faster on two cores (benchmarks/RESULTS.md). Modes, ``requires_grad``
     flags and modules are restored on exit, also after an error.
     """
-    from ..contributions.hooks import prepared_model
-
     with prepared_model(model), fft_convolutions(model):
         yield model
