@@ -23,7 +23,7 @@ def tdr_pickle_and_recording(folder, t=60):
     import fractions
 
     import numpy as np
-    from test_tdr_import import TDRBNCNN, make_reference, tdr_checkpoint
+    from _tdr_reference import TDRBNCNN, make_reference, tdr_checkpoint
 
     from retina_codec.recordings import Recording
     from retina_codec.recordings.nwb import write_nwb

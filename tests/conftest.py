@@ -6,13 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-# Tests sit in one folder per package; the helpers (``_*.py``) stay here in tests/ (on sys.path as this file's
-# folder), and two test modules that others import from lie in package folders: test_tdr_import (imported by
-# _model_helpers) and test_modes_store (write_store). Put those folders on the path too, so that any subset runs.
-_TESTS = Path(__file__).resolve().parent
-for _folder in (_TESTS, _TESTS / "models", _TESTS / "modes"):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
+# Tests sit in one folder per package; the shared helpers (``_*.py``) stay here in tests/, which goes on
+# sys.path so that any subset of folders runs.
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 
 @pytest.fixture(scope="module", autouse=True)

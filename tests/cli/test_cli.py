@@ -90,7 +90,7 @@ def test_an_existing_result_is_not_replaced_without_overwrite(tmp_path, capsys, 
     out.write_bytes(b"a finished store")
     inputs = {"contributions": ["m", "r.nwb"], "rf": ["m", "r.nwb"], "modes": ["c.h5", "--layer", "conv2"]}[command]
     if command == "modes":  # the modes command reads its contribution store before the output check
-        from test_modes_store import write_store
+        from _modes_helpers import write_store
 
         from retina_codec.modes.synthetic import planted_dictionary
 

@@ -23,7 +23,7 @@ def planted():
 @pytest.mark.parametrize("extra", [["--kind", "topk", "--k", "8", "--n-modes", "4"], ["--threshold", "1.5"],
                                    ["--device", "gpu"], ["--batch-size", "0"], ["--learning-rate", "0"]])
 def test_cli_reports_invalid_sae_settings_as_one_line_and_exit_2(tmp_path, planted, capsys, extra):
-    from test_modes_store import write_store
+    from _modes_helpers import write_store
 
     src = write_store(tmp_path / "contrib.h5", planted.X)
     rc = main(["-q", "modes", str(src), "--layer", "conv2", "--out", str(tmp_path / "m.h5"),

@@ -1,10 +1,10 @@
 """Modes store and ``retina-codec modes``: round trip, link to the contribution store, atomic writes."""
 
 
-import h5py
 import numpy as np
 import pytest
 import torch
+from _modes_helpers import write_store
 from torch import nn
 
 from retina_codec.cli.main import main
@@ -19,25 +19,6 @@ from retina_codec.modes.store import (
 )
 
 TORCH_THREADS = 1  # see conftest.py: tiny training runs are fastest on one thread
-
-
-def write_store(path, x, layer="conv2", per_target=False, complete=True):
-    """A contribution store in the layout of retina_codec/contributions/store.py."""
-    n = x.shape[0]
-    with h5py.File(path, "w") as f:
-        f.attrs["method"] = "conductance"
-        f.attrs["steps"] = 20
-        f.attrs["target"] = '{"name": "surprisal"}'
-        f.attrs["reduction"] = '["ei_split", "spatial_sum"]'
-        f.attrs["model_hash"] = "abc123"
-        f.attrs["complete"] = complete
-        f.create_dataset("bins", data=np.arange(100, 100 + n, dtype=np.int64))
-        f.create_dataset("f_x", data=np.zeros(n))
-        f.create_dataset("f_baseline", data=np.zeros(n))
-        ds = f.create_dataset(f"contributions/{layer}", data=x)
-        ds.attrs["dims"] = '["bin", "target", "feature0"]' if per_target else '["bin", "feature0"]'
-        f.create_dataset("contributions/conv1", data=x[..., :4])
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +163,8 @@ def test_cli_also_writes_loadings_into_a_copy_of_the_recording(tmp_path):
 # ------------------------------------------------------------------------------------- CLI NWB
 @pytest.fixture
 def cli_inputs(tmp_path):
+    from _modes_helpers import write_store
     from _nwbio_helpers import natural_recording
-    from test_modes_store import write_store
 
     from retina_codec.recordings.nwb import write_nwb
 
