@@ -149,7 +149,7 @@ def _variants(args, device) -> list[tuple[str, dict]]:
 def _time_variant(model, x, layers, args, device, opts) -> tuple[float, int, str, list]:
     from retina_codec.contributions import ContributionEngine
 
-    with ContributionEngine(model, layers, "sum", steps=args.steps, device=device, **opts) as eng:
+    with ContributionEngine.from_settings(model, layers, "sum", steps=args.steps, device=device, **opts) as eng:
         chunk = eng.auto_batch_size(tuple(x.shape[1:])) if args.chunk is None else args.chunk
     prev = torch.backends.cudnn.benchmark
     try:

@@ -142,3 +142,63 @@ class DiskFullError(RetinaCodecError, OSError):
 class OutputWriteError(RetinaCodecError, OSError):
     """An operating-system error (I/O error, permission, ...) while writing an output; names the file."""
 
+
+
+class ContributionError(RetinaCodecError, ValueError):
+    """Settings or inputs of a contributions run are malformed (layers, method, steps, rule, reduction,
+    baseline, batch size, speed options, the input samples)."""
+
+
+class TargetError(ContributionError):
+    """A contribution target is malformed or does not fit the model's outputs (unknown name, cell out of
+    range, wrong value shape)."""
+
+
+class ContributionTypeError(RetinaCodecError, TypeError):
+    """An input or model output of a contributions run has the wrong type."""
+
+
+class ContributionStateError(RetinaCodecError, RuntimeError):
+    """A contributions object used out of order (an engine outside its ``with`` block, an unfitted
+    surprisal target)."""
+
+
+__all__ += ["ContributionError", "TargetError", "ContributionTypeError", "ContributionStateError"]
+
+
+class ReceptiveFieldError(RetinaCodecError, ValueError):
+    """Settings or inputs of a receptive-field estimate (STA / STC, model STA, rank-1 split, Gaussian fit,
+    window correlator) are malformed."""
+
+
+class StatisticsError(RetinaCodecError, ValueError):
+    """Inputs of the layer statistics (Hoyer sparsity, class-mean dimensionality, E/I correlation) are
+    malformed."""
+
+
+class ClassifierError(RetinaCodecError, ValueError):
+    """Settings or inputs of the classifier comparison (layers, mode layer, sources, adapters) are malformed."""
+
+
+class ModelConfigError(RetinaCodecError, ValueError):
+    """A model's architecture settings (cells, kernel sizes, batchnorm kind, ...) are invalid."""
+
+
+class FitError(RetinaCodecError, ValueError):
+    """Model fitting cannot run with these settings or data (too few usable bins, epochs, ...)."""
+
+
+class SimulationError(RetinaCodecError, ValueError):
+    """Settings of the simulated retina (preset, overrides, kernels, stimuli) are invalid."""
+
+
+class MetadataTypeError(RetinaCodecError, TypeError):
+    """A value to be stored as JSON metadata (e.g. in a model checkpoint) has a type JSON cannot hold."""
+
+
+class LayerOutputError(RetinaCodecError, TypeError):
+    """A hooked layer's forward returned something other than one tensor."""
+
+
+__all__ += ["ReceptiveFieldError", "StatisticsError", "ClassifierError", "ModelConfigError", "FitError",
+            "SimulationError", "MetadataTypeError", "LayerOutputError"]

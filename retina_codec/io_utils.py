@@ -19,11 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import DiskFullError, OutputPathError, OutputWriteError, RetinaCodecError
+from .errors import DiskFullError, FileFormatError, OutputPathError, OutputWriteError, RetinaCodecError
 from .locking import OutputLock
 
 __all__ = ["atomic_path", "check_output_path", "free_space", "output_error", "h5_create", "is_disk_full",
-           "ensure_free_space", "abandon_hdf5", "hdf5_abandoned"]
+           "ensure_free_space", "abandon_hdf5", "hdf5_abandoned", "HDF5_SIGNATURE", "one_line", "check_hdf5_file",
+           "open_hdf5"]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 _ABANDONED: list[Any] = []  # HDF5 files whose flush failed: never closed (closing them crashes HDF5)
 
@@ -179,3 +182,41 @@ def _is_write_error(err: BaseException, paths: tuple[Path, ...]) -> bool:
         name = err.filename
         return name is None or any(Path(str(name)) == p for p in paths)
     return _errno_of(err) is not None
+
+
+# ------------------------------------------------------------------------------------ reading HDF5
+def one_line(err: BaseException | str, limit: int = 300) -> str:
+    """An error message squeezed onto one line (and cut at ``limit`` characters)."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_hdf5_file(path: str | os.PathLike) -> Path:
+    """Raise :class:`~retina_codec.errors.FileFormatError` unless ``path`` is an existing file with the HDF5
+    signature (empty file, no such file, not HDF5: each its own message); returns ``Path(path)``."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    # HDF5 allows a user block, so the signature may sit at 512, 1024, ...; files we meet start with it.
+    if head != HDF5_SIGNATURE:
+        if path.stat().st_size == 0:
+            raise FileFormatError(f"{path}: file is empty (expected an HDF5 file)")
+        if not h5py.is_hdf5(path):
+            raise FileFormatError(f"{path}: not an HDF5 file (no HDF5 signature)")
+    return path
+
+
+def open_hdf5(path: str | os.PathLike) -> Any:
+    """Open an HDF5 file read-only (an ``h5py.File``), turning h5py's errors (truncated, corrupt) and
+    :func:`check_hdf5_file`'s into :class:`~retina_codec.errors.FileFormatError`."""
+    import h5py
+
+    path = check_hdf5_file(path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise FileFormatError(f"{path}: cannot read HDF5 file (truncated or corrupt?): {one_line(err)}") from err

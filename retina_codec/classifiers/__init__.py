@@ -11,7 +11,13 @@ from .adapters import (
     load_state_dict_file,
     resolve_layers,
 )
-from .analysis import ClassifyStats, classify_stats, read_classify_summary, write_classify_stats
+from .analysis import (
+    ClassifyStats,
+    classify_stats,
+    read_classify_summary,
+    read_layer_stats,
+    write_classify_stats,
+)
 from .data import ImageSet, digits_image_set, load_image_folder, load_images
 from .digits import (
     DigitsCNN,
@@ -37,5 +43,5 @@ __all__ = [
     "ImageSet", "load_image_folder", "digits_image_set", "load_images",
     "ClassModeSweep", "fit_layer_modes", "top_class_modes", "class_mode_sweeps", "selectivity_summary",
     "channel_chain_masks", "mode_masks",
-    "ClassifyStats", "classify_stats", "write_classify_stats", "read_classify_summary",
+    "ClassifyStats", "classify_stats", "write_classify_stats", "read_classify_summary", "read_layer_stats",
 ]

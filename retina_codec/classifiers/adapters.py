@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from ..errors import CheckpointError, LayerNotFoundError
+from ..errors import CheckpointError, ClassifierError, LayerNotFoundError
+from ..models.registry import SHIPPED_DIR, resolve_model_path
 
 __all__ = ["LayerInfo", "HeadSplitAttention", "adapt_classifier", "load_classifier", "load_state_dict_file",
            "resolve_layers", "channel_dim", "layer_alias", "IMAGENET_MEAN", "IMAGENET_STD", "default_digits_path"]
@@ -51,8 +52,8 @@ class LayerInfo:
 
 
 def default_digits_path() -> Path:
-    """``models/digits-cnn`` of the source tree (the shipped digits CNN)."""
-    return Path(__file__).resolve().parents[2] / "models" / "digits-cnn"
+    """The shipped digits CNN's folder, package data in ``retina_codec/shipped/digits-cnn``."""
+    return SHIPPED_DIR / "digits-cnn"
 
 
 # ------------------------------------------------------------------------------------------ ViT heads
@@ -68,7 +69,7 @@ class HeadSplitAttention(nn.Module):
     def __init__(self, mha: nn.MultiheadAttention) -> None:
         super().__init__()
         if not (mha.batch_first and mha._qkv_same_embed_dim and mha.in_proj_weight is not None):
-            raise ValueError("HeadSplitAttention: expected a batch-first MultiheadAttention with a packed in_proj")
+            raise ClassifierError("HeadSplitAttention: expected a batch-first MultiheadAttention with a packed in_proj")
         self.embed_dim, self.num_heads = int(mha.embed_dim), int(mha.num_heads)
         self.dropout = float(mha.dropout)
         self.in_proj_weight = mha.in_proj_weight
@@ -79,7 +80,7 @@ class HeadSplitAttention(nn.Module):
     def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
                 need_weights: bool = False, **kwargs: Any) -> tuple[torch.Tensor, None]:
         if kwargs.get("attn_mask") is not None or kwargs.get("key_padding_mask") is not None:
-            raise ValueError("HeadSplitAttention: masks are not supported")
+            raise ClassifierError("HeadSplitAttention: masks are not supported")
         b, t, d = query.shape
         h = self.num_heads
         qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, h, d // h)
@@ -299,7 +300,7 @@ def load_classifier(name: str | os.PathLike, weights: str | os.PathLike | None =
     from .digits import load_digits_cnn
 
     text = str(name)
-    p = Path(text)
+    p = resolve_model_path(text)  # "digits-cnn" / "models/digits-cnn" -> the shipped copy unless a folder exists
     if text == "digits-cnn" or (p.exists() and (p.is_dir() or p.suffix == ".json")):
         model = load_digits_cnn(default_digits_path() if text == "digits-cnn" and not p.exists() else p)
         if weights is not None:

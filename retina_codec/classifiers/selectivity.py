@@ -1,4 +1,4 @@
-"""Class-selective modes of a classifier layer and their ablation / preservation curves (DESIGN.md §6).
+"""Class-selective modes of a classifier layer and their ablation / preservation curves (docs/definitions.md#interventions).
 
 Protocol: modes are fitted on a layer's per-image vectors — E/I-split contributions ``(n, 2C)`` with the
 CODEC SAE (K = 3·d latents, the classifier rule) and, as the paper's comparison, net activations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModesError
+from ..errors import ClassifierError, ModesError
 from ..modes import ModeDecomposer, activation_modes, class_correlations, intervention_sweep
 from ..modes.interventions import SweepResult, accuracy_on, model_outputs
 from ..stats.measures import net_channels
@@ -57,7 +57,7 @@ def fit_layer_modes(vectors: np.ndarray, source: str, n_modes: int | None = None
     if source == "activations":
         a = net_channels(vectors).astype(np.float32)
         return activation_modes(a, reduce=None, n_modes=n_modes or 3 * a.shape[1], **opts)
-    raise ValueError(f"source: expected 'contributions' or 'activations'; found {source!r}")
+    raise ClassifierError(f"source: expected 'contributions' or 'activations'; found {source!r}")
 
 
 def top_class_modes(loadings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

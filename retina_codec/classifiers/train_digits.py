@@ -1,4 +1,4 @@
-"""Recreate the shipped digits CNN: ``python -m retina_codec.classifiers.train_digits --out models/digits-cnn``.
+"""Recreate the shipped digits CNN: ``python -m retina_codec.classifiers.train_digits --out retina_codec/shipped/digits-cnn``.
 
 Trains :class:`~retina_codec.classifiers.digits.DigitsCNN` on one CPU thread (deterministic for the seed),
 saves ``model.safetensors`` + ``model.json`` and writes ``MODEL_CARD.md`` (data, seed, command, accuracy,
@@ -76,7 +76,7 @@ def make_digits_model(out: str | os.PathLike, seed: int = 0, epochs: int = 12, w
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: train the shipped digits CNN and write it to ``--out``; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m retina_codec.classifiers.train_digits", description=__doc__)
-    p.add_argument("--out", default="models/digits-cnn")
+    p.add_argument("--out", default="retina_codec/shipped/digits-cnn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--width", type=int, default=8)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
-import numpy as np
-
+from ..classifiers.comparison import compare_classifier
+from ..plots.classifier_figures import write_comparison_figures
+from ..stats import sparsity_verdict
 from .options import (
     add_overwrite_argument,
     int_at_least,
@@ -75,69 +75,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Compute, write stats.h5 and the figures; exit code 0."""
-    import torch
-
-    from ..classifiers import (
-        classify_stats,
-        load_classifier,
-        load_images,
-        resolve_layers,
-        write_classify_stats,
-    )
-    from ..errors import CheckpointError, OutputExistsError, RetinaCodecError
-    from ..plots.masks import plot_mode_masks
-    from ..plots.stats import plot_intervention_curves, plot_layer_stats
-    from ..stats import sparsity_verdict
-
-    out = Path(args.out)
-    h5 = out / "stats.h5"
-    if h5.exists() and not args.overwrite:
-        raise OutputExistsError(f"{h5}: exists already (pass --overwrite to replace it)")
-    is_arch = str(args.model) != "digits-cnn" and not Path(args.model).exists()
-    if is_arch and args.weights is None and not args.random_weights:
-        raise CheckpointError(f"model {args.model!r}: pass --weights FILE (a local state dict) or --random-weights")
-    if args.steps < 1 or args.n_fractions < 2:
-        raise RetinaCodecError(f"--steps must be >= 1 and --n-fractions >= 2; found {args.steps}, {args.n_fractions}")
-    batch = positive_int_or_auto(str(args.batch_size))
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(max(1, args.threads))
-    model = load_classifier(args.model, weights=args.weights, num_classes=args.num_classes)
-    layers = resolve_layers(model, args.layers)
-    images = load_images(args.images, model, max_per_class=args.max_per_class, seed=args.seed)
-    if len(np.unique(images.y.numpy())) < 2:
-        raise RetinaCodecError(f"{args.images}: expected images of at least two classes")
-    mode_images = load_images(args.mode_images, model, max_per_class=args.max_per_class,
-                              seed=args.seed) if args.mode_images else None
-    mode_layer = resolve_layers(model, args.mode_layer)[0] if args.mode_layer else None
-    if mode_layer is not None and mode_layer not in layers:
-        layers.append(mode_layer)
-    try:
-        res = classify_stats(model, images, layers, target=args.target, method=args.method, steps=args.steps,
-                             batch_size=batch, modes=not args.no_modes, mode_layer=mode_layer, n_modes=args.n_modes,
-                             fractions=tuple(np.linspace(0.0, 1.0, args.n_fractions)), mask_images=args.mask_images,
-                             mask_fraction=args.mask_fraction, seed=args.seed,
-                             mode_images=mode_images)
-    except ValueError as err:
-        raise RetinaCodecError(str(err)) from err
-    write_classify_stats(h5, res, model, images, model_spec=str(args.model),
-                         mode_images_source=mode_images.source if mode_images else "")
-    name = Path(str(args.model)).name
-    plot_layer_stats(res.stats, out / "layer_stats.png", labels=res.aliases,
-                     title=f"{name} on {images.source}: contributions vs activations ({len(images)} images)")
-    if res.sweeps:
-        plot_intervention_curves(res.sweeps, out / "interventions.png",
-                                 title=f"{name}, layer {res.mode_layer}: class top-mode interventions")
-    for src, mm in res.masks.items():
-        imgs = [images.x[torch.from_numpy(rows)].numpy() for rows in mm.image_index]
-        titles = [[f"{images.class_names[int(images.y[i])]}" for i in rows] for rows in mm.image_index]
-        plot_mode_masks(imgs, mm.masks, out / f"masks_{src}.png",
-                        row_titles=[f"class {images.class_names[int(c)]}\nmode {int(m)}" for c, m in zip(mm.classes, mm.modes)],
-                        col_titles=titles, title=f"{src} modes at {res.mode_layer}: Jacobian-chain masks")
-    log.info("accuracy %.3f on %d images; wrote %s", res.accuracy, len(images), h5)
-    for st, alias in zip(res.stats, res.aliases):
-        s = st.summary()
-        log.info("%-10s Hoyer contrib %.3f act %.3f | PCs %d/%d | E/I %.3f", alias, s["hoyer_contrib"],
-                 s["hoyer_act"], s["n_pcs_contrib"], s["n_pcs_act"], s["ei_correlation_contrib"])
-    print(sparsity_verdict(res.stats, res.aliases))
+    cmp = compare_classifier(args.model, args.images, args.out, weights=args.weights,
+                             random_weights=args.random_weights, num_classes=args.num_classes, layers=args.layers,
+                             target=args.target, method=args.method, steps=args.steps,
+                             batch_size=positive_int_or_auto(str(args.batch_size)),
+                             max_per_class=args.max_per_class, modes=not args.no_modes,
+                             mode_images=args.mode_images, mode_layer=args.mode_layer, n_modes=args.n_modes,
+                             n_fractions=args.n_fractions, mask_images=args.mask_images,
+                             mask_fraction=args.mask_fraction, seed=args.seed, threads=args.threads,
+                             overwrite=args.overwrite)
+    write_comparison_figures(cmp, args.out)
+    for line in cmp.summary_lines():
+        log.info("%s", line)
+    print(sparsity_verdict(cmp.result.stats, cmp.result.aliases))
     return 0

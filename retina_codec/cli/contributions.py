@@ -11,27 +11,12 @@ Runs under ``torchrun --nproc_per_node=K -m retina_codec contributions ...`` too
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-import sys
 
-from ..errors import RetinaCodecError
-from .options import (
-    add_overwrite_argument,
-    add_responses_argument,
-    add_session_argument,
-    add_trust_argument,
-    available_memory,
-    check_output,
-    device_name,
-    finite_float,
-    format_bytes,
-    non_negative_int,
-    positive_int,
-    positive_int_or_auto,
-)
+from ..errors import ContributionError
+from . import options as opt
 
 __all__ = ["add_parser", "run"]
 
@@ -48,30 +33,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                  "folder, torch-deep-retina .pt or openretina .ckpt")
     p.add_argument("recording", help="recording (.nwb)")
     p.add_argument("--out", required=True, help="output HDF5 file")
-    add_overwrite_argument(p)
+    opt.add_overwrite_argument(p)
     p.add_argument("--stimulus", default=None, help="stimulus series name in the NWB file")
-    add_responses_argument(p)
+    opt.add_responses_argument(p)
     p.add_argument("--split", default="test", help="interval (split) whose bins to explain; 'all' for every bin")
-    p.add_argument("--max-bins", type=positive_int, default=None, metavar="N",
+    p.add_argument("--max-bins", type=opt.positive_int, default=None, metavar="N",
                    help="explain only the first N bins of the split (a quick look at a long recording)")
     p.add_argument("--layers", nargs="+", default=None,
                    help="layer names (default: the model's hidden layers, e.g. conv1 conv2)")
     p.add_argument("--target", default="surprisal",
                    help="surprisal | sum | cells | cell | top1_logit | softmax_prob | contrastive")
-    p.add_argument("--cells", nargs="+", type=non_negative_int, default=None,
+    p.add_argument("--cells", nargs="+", type=opt.non_negative_int, default=None,
                    help="cell indices for --target cell / cells / sum")
     p.add_argument("--reference-split", default=None,
                    help="split whose model outputs give the surprisal's mean and covariance (default: --split)")
     p.add_argument("--method", default="conductance",
                    choices=["conductance", "layer_ig", "act_grad", "act_normgrad"])
     p.add_argument("--rule", default="trapezoid", choices=["trapezoid", "left"])
-    p.add_argument("--steps", type=positive_int, default=20,
+    p.add_argument("--steps", type=opt.positive_int, default=20,
                    help="path steps m (default 20; bounded by the memory one bin's path needs)")
-    p.add_argument("--baseline", type=finite_float, default=0.0, help="baseline input value (z-scored; 0 = mean luminance)")
+    p.add_argument("--baseline", type=opt.finite_float, default=0.0, help="baseline input value (z-scored; 0 = mean luminance)")
     p.add_argument("--reduce", nargs="+", default=["ei_split", "spatial_sum"],
                    help="ei_split and/or spatial_sum, or 'none' for full maps")
-    p.add_argument("--batch-size", type=positive_int_or_auto, default="auto", help="bins per chunk, or 'auto'")
-    p.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.add_argument("--batch-size", type=opt.positive_int_or_auto, default="auto", help="bins per chunk, or 'auto'")
+    p.add_argument("--device", type=opt.device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
     p.add_argument("--batched-backward", default="auto", choices=["auto", "autograd", "func"],
                    help="per-cell targets: one backward batched by autograd (is_grads_batched) or torch.func "
@@ -82,24 +67,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--autocast", action="store_true",
                    help="bf16 mixed precision for the passes (GPU speed; bf16 rounding shows in completeness)")
     p.add_argument("--no-resume", action="store_true", help="ignore a partial file from an interrupted run")
-    add_trust_argument(p)
-    add_session_argument(p)
+    opt.add_trust_argument(p)
+    opt.add_session_argument(p)
     p.set_defaults(func=run)
     return p
 
 
 def _target(args: argparse.Namespace) -> object:
     from ..contributions.targets import CellsTarget, CellTarget, SumTarget, make_target
+    from ..errors import TargetError
 
     name = args.target.lower()
     cells = args.cells
     if name in ("cell", "cells") and not cells:
-        raise ValueError(f"--target {name}: give the cell indices with --cells")
+        raise TargetError(f"--target {name}: give the cell indices with --cells")
     if cells and name not in ("cell", "cells", "sum"):  # not silently ignored: surprisal takes every cell
-        raise ValueError(f"--cells: only for --target cell / cells / sum; --target {name} uses every output")
+        raise TargetError(f"--cells: only for --target cell / cells / sum; --target {name} uses every output")
     if name == "cell":
         if len(cells) != 1:
-            raise ValueError(f"--target cell: expected one index in --cells, found {len(cells)}")
+            raise TargetError(f"--target cell: expected one index in --cells, found {len(cells)}")
         return CellTarget(cells[0])
     if name == "cells":
         return CellsTarget(cells)
@@ -109,7 +95,7 @@ def _target(args: argparse.Namespace) -> object:
 
 
 def _check_steps_memory(steps: int, model: object, rec: object, device: str | None, dtype: str | None) -> None:
-    """A :class:`RetinaCodecError` naming ``--steps`` when one bin's path (``steps + 1`` interpolated inputs of
+    """A :class:`~retina_codec.errors.ContributionError` naming ``--steps`` when one bin's path (``steps + 1`` interpolated inputs of
     the model's window, and as many input gradients) needs more memory than ``device`` has free.
 
     A lower bound: the engine needs more (activations of every layer along the path), so a path that does not
@@ -119,37 +105,28 @@ def _check_steps_memory(steps: int, model: object, rec: object, device: str | No
     frame = tuple(getattr(rec, "frame_shape", ()) or (getattr(spec, "height", 1), getattr(spec, "width", 1)))
     itemsize = 8 if dtype == "float64" else 4
     need = 2 * (int(steps) + 1) * history * math.prod(int(v) for v in frame) * itemsize
-    free = available_memory(device or "auto")
+    free = opt.available_memory(device or "auto")
     if free is not None and need > free:
-        raise RetinaCodecError(f"--steps: expected at most {max(1, int(steps * free / need))} path steps here, found "
+        raise ContributionError(f"--steps: expected at most {max(1, int(steps * free / need))} path steps here, found "
                                f"{steps}: one bin's path of {steps + 1} windows of {history}x"
                                f"{'x'.join(str(v) for v in frame)} ({dtype or 'float32'}) with its gradients needs "
-                               f"{format_bytes(need)}, more than the {format_bytes(free)} free "
+                               f"{opt.format_bytes(need)}, more than the {opt.format_bytes(free)} free "
                                f"on {device or 'the default device'}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and recording, compute and store the contributions; exit code.
 
-    Bad settings (unknown target, rule, reduction, …) are reported as one line on stderr, exit code 2.
+    Bad settings (unknown target, rule, reduction, …) raise a :class:`RetinaCodecError`, which ``cli.main``
+    reports as one line on stderr, exit code 2.
     """
-    try:
-        return _run(args)
-    except ValueError as err:
-        if isinstance(err, RetinaCodecError):
-            raise
-        print(f"retina-codec contributions: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..contributions.store import write_contributions
+    from ..contributions import write_contributions
     from ..models import load_model
     from ..recordings.nwb import read_nwb
 
-    check_output(args.out, args.overwrite)
+    opt.check_output(args.out, args.overwrite)
     if args.device is not None:
         from ..torch_utils.devices import resolve_device
 
@@ -160,15 +137,15 @@ def _run(args: argparse.Namespace) -> int:
     full_split = split
     if args.max_bins is not None:
         if args.max_bins < 1:
-            raise ValueError(f"--max-bins: expected at least 1 bin, found {args.max_bins}")
+            raise ContributionError(f"--max-bins: expected at least 1 bin, found {args.max_bins}")
         spec = getattr(model, "input_spec", None)
         split = rec.head_interval(split, args.max_bins, int(getattr(spec, "history", 40)),
                                   int(getattr(spec, "offset", 1)))
     layers = args.layers or list(getattr(model, "hidden_layers", ()) or [])
     if not layers:
-        raise ValueError("--layers: the model names no hidden layers; give layer names")
+        raise ContributionError("--layers: the model names no hidden layers; give layer names")
     reduce = None if [r.lower() for r in args.reduce] == ["none"] else args.reduce
-    batch = positive_int_or_auto(str(args.batch_size))
+    batch = opt.positive_int_or_auto(str(args.batch_size))
     _check_steps_memory(args.steps, model, rec, args.device, args.dtype)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     from ..contributions.sources import as_source
@@ -192,11 +169,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    import h5py
+    from ..stores.contributions import read_completeness
 
-    with h5py.File(out, "r") as f:
-        summary = json.loads(f.attrs["completeness"])
-        n = int(f["bins"].shape[0])
+    summary, n = read_completeness(out)
     for layer, s in summary.items():
         log.info("%s: %d bins, completeness error %.3g%% of |F(x) - F(0)| (median per bin %.3g%%)",
                  layer, n, 100 * s["total_rel"], 100 * s["median_rel"])

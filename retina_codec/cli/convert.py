@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..errors import RecordingError
-from ..recordings.hdf5_files import is_nwb_file, open_hdf5
-from ..recordings.labh5 import read_lab_h5
-from ..recordings.nwb import open_nwb, read_nwb, stimulus_series, write_nwb
+from ..recordings.convert import convert_recording
 from .options import add_overwrite_argument, add_responses_argument, fraction
 
 log = logging.getLogger(__name__)
@@ -37,39 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert; returns 0."""
-    f = open_hdf5(args.input)
-    try:
-        nwb_input = is_nwb_file(f)
-    finally:
-        f.close()
-    if nwb_input:
-        if args.stimulus is None:
-            io, nwbfile = open_nwb(args.input)
-            try:
-                names = sorted(stimulus_series(nwbfile))
-            finally:
-                io.close()
-        else:
-            names = list(args.stimulus)
-        recs = []
-        try:
-            for n in names or [None]:
-                recs.append(read_nwb(args.input, stimulus=n, responses=args.responses))
-        except BaseException:
-            for r in recs:
-                r.close()
-            raise
-    else:
-        recs = [read_lab_h5(args.input, response=args.response, stimulus_name=args.stimulus_name,
-                            validation_fraction=args.validation_fraction)]
-    try:
-        out = write_nwb(recs, args.output, overwrite=args.overwrite)
-    except RecordingError as err:  # the writer names the stimulus; the user also needs the file it came from
-        if str(args.input) in str(err):
-            raise
-        raise type(err)(f"{args.input}: {err}") from err
-    finally:
-        for r in recs:
-            r.close()
-    log.info("wrote %s (%s)", out, ", ".join(repr(r) for r in recs))
+    out, described = convert_recording(args.input, args.output, response=args.response,
+                                       stimulus_name=args.stimulus_name, validation_fraction=args.validation_fraction,
+                                       stimulus=args.stimulus, responses=args.responses, overwrite=args.overwrite)
+    log.info("wrote %s (%s)", out, ", ".join(described))
     return 0

@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import shutil
 from pathlib import Path
-from typing import Any
 
-from ..errors import MissingStimulusError, OutputExistsError, RecordingError
+from ..models.fit_recording import FIT_ARCHITECTURES, fit_recording
 from .options import (
     add_overwrite_argument,
     add_responses_argument,
@@ -26,8 +24,6 @@ from .options import (
 )
 
 log = logging.getLogger(__name__)
-
-ARCHS = {"bncnn": "BNCNN", "linear-stacked": "LinearStackedBNCNN", "ln": "LNModel"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stimulus", default=None,
                    help="stimulus series to fit (NWB: series name; sim: naturalscene (default) or whitenoise)")
     add_responses_argument(p)
-    p.add_argument("--architecture", choices=sorted(ARCHS), default="bncnn")
+    p.add_argument("--architecture", choices=sorted(FIT_ARCHITECTURES), default="bncnn")
     p.add_argument("--bn", choices=("channel", "unit"), default="channel",
                    help="BatchNorm per channel (default) or per unit (torch-deep-retina's BNCNN)")
     p.add_argument("--history", type=positive_int, default=None, help="frames per window (default 40; 20 with --small)")
@@ -61,35 +57,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load_recording(spec: str, stimulus: str | None, responses: str | None) -> tuple[Any, dict[str, Any]]:
-    if spec.startswith("sim:"):
-        from ..sim import simulate_retina
-
-        parts = spec.split(":")
-        preset = parts[1] or "default"
-        if len(parts) > 2 and not parts[2].isdigit():
-            raise RecordingError(f"recording: {spec}: expected sim:PRESET[:SEED] with a non-negative integer SEED, "
-                                 f"found {parts[2]!r}")
-        seed = int(parts[2]) if len(parts) > 2 else 0
-        recs = {r.stimulus_name: r for r in simulate_retina(preset=preset, seed=seed)}
-        name = stimulus or "naturalscene"
-        if name not in recs:
-            raise MissingStimulusError(f"--stimulus: expected one of {sorted(recs)} for {spec}, found {name!r}")
-        return recs[name], {"source": f"simulated retina, preset {preset!r}, seed {seed}", "stimulus": name}
-    from ..recordings.nwb import read_nwb
-
-    rec = read_nwb(spec, stimulus=stimulus, responses=responses)
-    return rec, {"source": str(spec), "stimulus": rec.stimulus_name}
-
-
-def _check_history(history: int, rec: Any, spec: str) -> None:
-    """A :class:`RecordingError` when a ``history``-frame window (plus the one-frame offset) does not fit in the
-    recording, before the model is built."""
-    if history + 1 > rec.n_frames:
-        raise RecordingError(f"--history: {spec}: expected at most {rec.n_frames - 1} frames (the recording, "
-                             f"stimulus {rec.stimulus_name!r}, has {rec.n_frames}), found {history}")
-
-
 def _command(args: argparse.Namespace) -> str:
     """The full command line that recreates this fit (every training option spelled out)."""
     parts = ["retina-codec", "fit", args.recording, "--out", args.out]
@@ -105,52 +72,13 @@ def _command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Fit, evaluate on the test split, save the model and its card; returns 0."""
-    from ..models import build_model, save_model
-    from ..models.card import machine_description, write_model_card
-    from ..models.fitting import SMALL_CONFIG, fit, resolve_device
-
-    out = Path(args.out)
-    if (out / "model.json").exists() and not args.overwrite:
-        raise OutputExistsError(f"{out / 'model.json'}: a model exists (pass --overwrite to replace it)")
-    rec, data = _load_recording(args.recording, args.stimulus, args.responses)
-    try:
-        kw: dict[str, Any] = {"history": 40}
-        if args.small:
-            kw.update(SMALL_CONFIG)
-        if args.history is not None:
-            kw["history"] = args.history
-        _check_history(kw["history"], rec, args.recording)
-        arch = ARCHS[args.architecture]
-        if arch != "LNModel":
-            kw["bn"] = args.bn
-        else:
-            kw = {"history": kw["history"]}
-        import torch
-
-        torch.manual_seed(args.seed)
-        model = build_model(arch, {"n_cells": rec.n_cells, "frame_shape": list(rec.frame_shape), **kw})
-        state_dir = out / ".fit_state"
-        result = fit(
-            rec, model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=args.l2, l1=args.l1,
-            patience=args.patience, steps_per_epoch=args.steps_per_epoch, device=args.device, seed=args.seed,
-            checkpoint_dir=state_dir, offset=1,
-        )
-        command = _command(args)
-        result.model.metadata["command"] = command
-        result.model.metadata["data"] = data
-        save_model(result.model.cpu(), out, metadata=result.model.metadata)
-        machine = machine_description(resolve_device(args.device))
-        data = {**data, "frames": rec.n_frames, "frame rate (Hz)": rec.frame_rate, "cells": rec.n_cells,
-                "splits (bins)": {k: int(len(rec.split_bins(k))) for k in sorted(rec.intervals)}}
-        write_model_card(out / "MODEL_CARD.md", result.model, title=f"{arch} fitted to {data['source']}",
-                         command=command, data=data, machine=machine)
-        shutil.rmtree(state_dir, ignore_errors=True)
-    finally:
-        close = getattr(rec, "close", None)
-        if close is not None:
-            close()
+    result = fit_recording(args.recording, args.out, stimulus=args.stimulus, responses=args.responses,
+                           architecture=args.architecture, bn=args.bn, history=args.history, small=args.small,
+                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=args.l2, l1=args.l1,
+                           patience=args.patience, steps_per_epoch=args.steps_per_epoch, device=args.device,
+                           seed=args.seed, overwrite=args.overwrite, command=_command(args))
     t = result.test
-    log.info("saved %s (best epoch %d, validation r %.3f%s)", out, result.best_epoch, result.best_val_r,
+    log.info("saved %s (best epoch %d, validation r %.3f%s)", Path(args.out), result.best_epoch, result.best_val_r,
              "" if t is None else f", test r {t.mean_r_response:.3f}"
              + ("" if t.mean_r_true_rate is None else f", r vs true rate {t.mean_r_true_rate:.3f}"))
     return 0

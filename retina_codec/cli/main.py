@@ -67,8 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.quiet:
-        import os
-
         os.environ["RETINA_CODEC_QUIET"] = "1"
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _one_line_warning(args.command)  # no source path and code line for a CLI user

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-import numpy as np
-
+from ..modes.from_store import modes_from_store
 from .options import (
     add_overwrite_argument,
     add_responses_argument,
     add_session_argument,
     add_trust_argument,
-    check_output,
     device_name,
     fraction,
     non_negative_float,
@@ -77,84 +75,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Fit the modes and write them; exit code 0."""
-    from ..errors import ModesError, ShapeMismatchError
-    from ..modes.decomposer import ModeDecomposer
-    from ..modes.store import read_layer_contributions, write_modes
-
-    data = read_layer_contributions(args.contributions, args.layer, args.target_index)
-    rec = nwb_out = model = None
-    if args.model and not args.nwb:
-        raise ModesError("--model: the predicted rates go into the NWB copy; pass --nwb as well")
-    if args.nwb_out and not args.nwb:
-        raise ModesError("--nwb-out: names the NWB copy of the recording; pass the recording with --nwb as well")
-    if args.nwb:  # check the recording and the copy's path before training, not after
-        from pathlib import Path
-
-        from ..recordings.nwb import read_nwb
-
-        nwb_out = args.nwb_out or str(Path(args.out).with_suffix(".nwb"))
-        if Path(nwb_out).resolve() == Path(args.nwb).resolve():
-            raise ModesError(f"--nwb-out: {nwb_out} is the recording itself, which is never modified; "
-                             "choose another --nwb-out (or --out)")
-        check_output(nwb_out, args.overwrite)
-        rec = read_nwb(args.nwb, stimulus=args.stimulus, responses=args.responses, validate=False)
-        if data.bins.size and (data.bins.min() < 0 or data.bins.max() >= len(rec.frame_times)):
-            raise ShapeMismatchError(f"{args.contributions}: bins {data.bins.min()}..{data.bins.max()} fall outside "
-                                     f"the {len(rec.frame_times)} frames of {args.nwb}")
-        if args.model:
-            model = _checked_model(args, data.attrs.get("model_hash"))
-    check_output(args.out, args.overwrite)
-    dec = ModeDecomposer(kind=args.kind, n_modes=args.n_modes, k=args.k, threshold=args.threshold, l1=args.l1,
-                         center=args.center, validation_fraction=args.validation_fraction,
-                         max_epochs=args.max_epochs, batch_size=args.batch_size,
-                         learning_rate=args.learning_rate, random_state=args.seed, device=args.device)
-    dec.fit(data.X)
-    link = {k: data.attrs[k] for k in ("method", "rule", "steps", "target", "reduction", "model_hash",
-                                       "source", "package_version") if k in data.attrs}
-    write_modes(args.out, dec, dec.transform(data.X), data.bins, contributions_path=data.path,
-                layer=args.layer, target_index=data.target_index, contributions_attrs=link)
-    if rec is not None:
-        from ..modes.nwb_export import export_modes_nwb
-
-        order = np.argsort(data.bins, kind="stable")
-        rates = cells = None
-        if model is not None:
-            from ..models.fitting import predict
-
-            _, rates = predict(model, rec, bins=data.bins[order], device=args.device)
-            cells = model.cell_ids or (rec.cell_ids if len(rec.cell_ids) == rates.shape[1] else None)
-        export_modes_nwb(args.nwb, nwb_out, dec.transform(data.X)[order], rec.frame_times[data.bins[order]],
-                         rates=rates, cell_ids=cells, rate_unit=_rate_unit(model),
-                         description=f"modes of layer {args.layer} from {data.path}",
-                         overwrite=args.overwrite)
-        log.info("%s: loadings%s on the recording's clock in processing/codec", nwb_out,
-                 " and predicted rates" if rates is not None else "")
+    res = modes_from_store(args.contributions, args.layer, args.out, target_index=args.target_index, kind=args.kind,
+                           n_modes=args.n_modes, k=args.k, threshold=args.threshold, l1=args.l1, center=args.center,
+                           validation_fraction=args.validation_fraction, max_epochs=args.max_epochs,
+                           batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                           device=args.device, nwb=args.nwb, nwb_out=args.nwb_out, stimulus=args.stimulus,
+                           responses=args.responses, model=args.model, trust=args.trust, session=args.session,
+                           overwrite=args.overwrite)
+    if res.nwb_out is not None:
+        log.info("%s: loadings%s on the recording's clock in processing/codec", res.nwb_out,
+                 " and predicted rates" if res.with_rates else "")
+    dec, x = res.decomposer, res.data.X
     log.info("%s: %d modes of %s/%s (%d bins × %d), held-out explained variance %.3f, mean L0 %.2f, "
-             "dead fraction %.2f", args.out, dec.n_modes_, args.contributions, args.layer, data.X.shape[0],
-             data.X.shape[1], dec.explained_variance_, dec.l0_, dec.dead_fraction_)
+             "dead fraction %.2f", args.out, dec.n_modes_, args.contributions, args.layer, x.shape[0],
+             x.shape[1], dec.explained_variance_, dec.l0_, dec.dead_fraction_)
     return 0
-
-
-def _rate_unit(model: object) -> str:
-    """The unit of the model's predictions for the NWB copy: ``Hz`` for a model fitted to rates, else spikes per
-    bin (``fit`` records it as the model's ``output_unit``)."""
-    unit = str(getattr(model, "metadata", {}).get("output_unit", "")) if model is not None else ""
-    return "Hz" if unit == "Hz" else "spikes per bin"
-
-
-def _checked_model(args: argparse.Namespace, store_hash: object):
-    """The ``--model`` checkpoint; a :class:`ModesError` when it is not the model of the contribution store."""
-    from ..errors import ModesError
-    from ..hashing import model_mismatch
-    from ..models import load_model
-
-    if store_hash is None:  # stripped attributes: the promised check cannot be made, so refuse
-        raise ModesError(f"--model: {args.contributions}: attribute model_hash: expected the hash of the model the "
-                         f"contributions were computed with, found none; cannot check that {args.model} is that "
-                         "model (leave out --model to export the loadings without predicted rates)")
-    model = load_model(args.model, trust=args.trust, session=args.session)
-    differs = model_mismatch(model, store_hash)
-    if differs:
-        raise ModesError(f"--model: {args.model} is not the model the contributions in {args.contributions} were "
-                         f"computed with ({differs})")
-    return model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 
+from ..sim.to_nwb import simulate_to_nwb
 from .options import add_overwrite_argument, non_negative_int
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write; returns 0."""
-    from ..recordings.nwb import write_nwb
-    from ..sim import simulate_retina
-
-    t0 = time.perf_counter()
-    recs = simulate_retina(preset=args.preset, seed=args.seed, quiet=True if getattr(args, "quiet", False) else None)
-    t1 = time.perf_counter()
-    out = write_nwb(recs, args.out, overwrite=args.overwrite)
-    log.info("simulated in %.1f s, wrote %s in %.1f s: %s", t1 - t0, out, time.perf_counter() - t1,
-             ", ".join(repr(r) for r in recs))
+    res = simulate_to_nwb(args.out, args.preset, args.seed, overwrite=args.overwrite,
+                          quiet=True if getattr(args, "quiet", False) else None)
+    log.info("simulated in %.1f s, wrote %s in %.1f s: %s", res.simulate_s, res.path, res.write_s,
+             ", ".join(res.recordings))
     return 0

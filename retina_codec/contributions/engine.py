@@ -1,6 +1,6 @@
 """The shared path-and-batching core: every method and target runs through :class:`ContributionEngine`.
 
-Cost floor (DESIGN.md §5): the S path points are folded into the batch (one forward of ``S·B`` rows);
+Cost floor (docs/definitions.md#cost): the S path points are folded into the batch (one forward of ``S·B`` rows);
 gradients are taken w.r.t. the hooked activations only (parameters frozen, the input never requires
 grad); every hooked layer comes from the same passes; an affine stem is computed once per sample
 (:mod:`.paths`); per-cell targets get all their gradients from one batched backward over the shared
@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ContributionStateError, ContributionTypeError, TargetError
 from ..torch_utils.devices import resolve_device
-from ..torch_utils.fft_conv import fft_conv_swaps
+from ..torch_utils.fft_conv import conv_speed_policy, fft_conv_swaps
 from ..torch_utils.fold_bn import batchnorm_folds
 from ..torch_utils.hooks import (
     canonical_name,
@@ -33,18 +34,16 @@ from ..torch_utils.hooks import (
     resolve_module,
     swap_modules,
 )
-from .methods import Conductance, Method, make_method
+from .methods import Conductance, Method
 from .paths import AffineStem, baseline_like, dummy_input, find_stem, interpolate, stem_before_layers
-from .reductions import normalize_reduce, reduce_map, reduced_shape
+from .reductions import reduce_map, reduced_shape
+from .spec import BATCHED_BACKWARD, FAST_CONV, ContributionSpec, RunOptions, build
 from .stem_search import discover_stem
-from .targets import Target, make_target
+from .targets import Target
 
 __all__ = ["ContributionEngine", "ChunkResult", "default_device", "to_device", "FAST_CONV", "BATCHED_BACKWARD"]
 
 log = logging.getLogger(__name__)
-
-FAST_CONV = ("auto", "fft", "native")
-BATCHED_BACKWARD = ("auto", "autograd", "func")
 
 
 def default_device() -> torch.device:
@@ -149,58 +148,65 @@ def _available_bytes() -> int:
 
 
 class ContributionEngine:
-    """Per-chunk contributions of ``layers`` to ``target`` (use as a context manager).
+    """Per-chunk contributions of a :class:`~.spec.ContributionSpec` run as :class:`~.spec.RunOptions` say
+    (use as a context manager); :meth:`from_settings` builds one from keyword settings.
 
     Inside the ``with`` block the model is in eval mode with frozen parameters (and on ``device`` /
     ``dtype``); everything is restored on exit, also after an exception. :meth:`compute` maps a chunk
     ``x (B, ...)`` to a :class:`ChunkResult`.
     """
 
-    def __init__(self, model: nn.Module, layers: list[str] | tuple[str, ...] | str, target: Any = "sum",
-                 method: str | Method = "conductance", steps: int = 20, rule: str = "trapezoid",
-                 baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
-                 device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                 stem: Any = "auto", fast_conv: str = "auto", channels_last: bool | None = None,
-                 autotune: bool = True, autocast: bool = False, fold_batchnorm: bool = False,
-                 batched_backward: str = "auto") -> None:
+    def __init__(self, model: nn.Module, spec: ContributionSpec, options: RunOptions | None = None) -> None:
+        """``spec``: what is computed (layers, target, method, steps, rule, reduction, baseline);
+        ``options``: how it runs (device, dtype, speed paths; default :class:`~.spec.RunOptions`)."""
+        if not isinstance(spec, ContributionSpec):
+            raise ContributionTypeError(f"spec: expected a ContributionSpec, found {type(spec).__name__} (keyword "
+                                        "settings: ContributionEngine.from_settings(model, layers, ...))")
+        options = RunOptions() if options is None else options
+        if not isinstance(options, RunOptions):
+            raise ContributionTypeError(f"options: expected RunOptions or None, found {type(options).__name__}")
         self.model = model
-        self.layers = [layers] if isinstance(layers, str) else list(layers)
-        if not self.layers:
-            raise ValueError("layers: expected at least one layer name, found none")
+        self.spec = spec
+        self.options = options
+        self.layers = list(spec.layers)
         for name in self.layers:
             resolve_module(model, name)
-        if len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"layers: names must be unique, found {self.layers}")
-        self.target: Target = make_target(target)
-        self.method: Method = make_method(method, steps, rule)
-        if not bool(torch.isfinite(torch.as_tensor(baseline)).all()):
-            raise ValueError("baseline: expected finite values, found NaN or inf")
-        self.baseline = baseline
-        self.reduce = normalize_reduce(reduce)
-        self.device = resolve_device(device)
-        self.dtype = dtype
+        self.target: Target = spec.target
+        self.method: Method = spec.method_impl
+        self.baseline = spec.baseline
+        self.reduce = spec.reduction
+        self.device = resolve_device(options.device)
+        self.dtype = options.dtype
+        stem = options.stem
         # a hooked layer inside the stem must see its own output: the stem is cut before it (after it when
         # it is one of the stem's modules), since a replayed stem only reproduces the stem's last output
         declared = find_stem(model, None if isinstance(stem, str) and stem == "auto" else (stem or ()))
         self.stem: AffineStem | None = stem_before_layers(declared, self.layers)
         # a model that names no stem gets one searched for on the first probe (stem_search)
         self._search_stem = isinstance(stem, str) and stem == "auto" and declared is None
-        if fast_conv not in FAST_CONV:
-            raise ValueError(f"fast_conv: expected one of {FAST_CONV}, found {fast_conv!r}")
-        self.fast_conv = fast_conv
-        self.channels_last = channels_last
-        self.autotune = autotune
-        self.autocast = bool(autocast)
-        self.fold_batchnorm = bool(fold_batchnorm)
-        if batched_backward not in BATCHED_BACKWARD:
-            raise ValueError(f"batched_backward: expected one of {BATCHED_BACKWARD}, found {batched_backward!r}")
-        self.batched_backward = batched_backward
+        self.fast_conv = options.fast_conv
+        self.channels_last = options.channels_last
+        self.autotune = options.autotune
+        self.autocast = options.autocast
+        self.fold_batchnorm = options.fold_batchnorm
+        self.batched_backward = options.batched_backward  # "func" falls back to "autograd" where it fails
         self._shapes: dict[tuple[int, ...], dict[str, tuple[int, ...]]] = {}
         self._swapped = False
         self._stack: contextlib.ExitStack | None = None
         self._s0_cache: tuple[tuple, torch.Tensor] | None = None
         self._chunk_baseline = False
-        self.points_per_pass: int | None = None  # set by auto_batch_size when one sample's path does not fit
+        # path points per pass: given, or set by auto_batch_size when one sample's path does not fit
+        self.points_per_pass: int | None = options.points_per_pass
+
+    @classmethod
+    def from_settings(cls, model: nn.Module, layers: list[str] | tuple[str, ...] | str, target: Any = "sum",
+                      method: str | Method = "conductance", steps: int = 20, rule: str = "trapezoid",
+                      baseline: float | torch.Tensor = 0.0, reduce: Any = ("ei_split", "spatial_sum"),
+                      **options: Any) -> ContributionEngine:
+        """An engine from keyword settings: the :class:`~.spec.ContributionSpec` fields (``reduce`` is its
+        ``reduction``) and any :class:`~.spec.RunOptions` field (``device``, ``dtype``, ``stem``,
+        ``fast_conv``, ...)."""
+        return cls(model, *build(layers, target, method, steps, rule, baseline, reduce, **options))
 
     # ---- context ---------------------------------------------------------------------------------
     def __enter__(self) -> ContributionEngine:
@@ -264,16 +270,15 @@ class ContributionEngine:
                    for a, b in zip(ref, got))
 
     def _fft_swaps(self) -> dict[str, nn.Module]:
-        """FFT convolutions to swap in (kernels ≥ 7×7, stride 1): for ``fast_conv="fft"``, and for ``"auto"``
-        on the CPU, where a full-size retina BN-CNN ran ≈ 15 % faster with both convolutions as FFTs
-        (benchmarks/RESULTS.md); none for ``"native"`` and, until timed there, for ``"auto"`` on a GPU."""
-        if self.fast_conv == "fft" or (self.fast_conv == "auto" and self.device.type == "cpu"):
+        """FFT convolutions to swap in (kernels ≥ 7×7, stride 1) where
+        :func:`~retina_codec.torch_utils.fft_conv.conv_speed_policy` says so for ``fast_conv``."""
+        if conv_speed_policy(self.device, "contributions", self.fast_conv).fft:
             return fft_conv_swaps(self.model)
         return {}
 
     def _require_open(self) -> None:
         if self._stack is None:
-            raise RuntimeError("ContributionEngine must be used inside a `with` block")
+            raise ContributionStateError("ContributionEngine must be used inside a `with` block")
 
     # ---- description ------------------------------------------------------------------------------
     @property
@@ -281,15 +286,10 @@ class ContributionEngine:
         return self.target.per_cell
 
     def describe(self) -> dict[str, Any]:
-        """Settings stored with the results."""
-        b = self.baseline
-        return {
-            "method": self.method.name, "rule": self.method.rule or "", "steps": self.method.steps,
-            "target": self.target.describe(), "layers": list(self.layers), "reduction": list(self.reduce),
-            "baseline": float(b) if not isinstance(b, torch.Tensor) else "tensor",
-            "affine_stem": self._stem_names(),
-            **({"precision": "bf16 autocast"} if self.autocast else {}),
-        }
+        """Settings stored with the results: the spec's (:meth:`~.spec.ContributionSpec.describe`), the
+        affine stem in use and, under bf16 autocast, the precision."""
+        return {**self.spec.describe(), "affine_stem": self._stem_names(),
+                **({"precision": "bf16 autocast"} if self.autocast else {})}
 
     def _stem_names(self) -> list[str]:
         """The stem's modules by the names the user addresses them with (a wrapped model's own names)."""
@@ -366,8 +366,8 @@ class ContributionEngine:
                 # smaller chunks run faster on a CPU (cache): the full-size retina BN-CNN did 250–275 bins/s
                 # at 16–32 bins per chunk vs 190 at 48 (this budget gives ≈ 22; benchmarks/RESULTS.md)
                 budget_bytes = min(512 << 20, _available_bytes() // 4)
-        self.points_per_pass = None
-        if per_sample > budget_bytes and self._splittable():
+        self.points_per_pass = self.options.points_per_pass  # a given value is kept
+        if self.points_per_pass is None and per_sample > budget_bytes and self._splittable():
             # one sample's path does not fit: walk it in passes of consecutive points (exact, see _input_path)
             self.points_per_pass = int(min(s - 1, max(2, budget_bytes // max(per_point, 1))))
             log.info("one sample's %d path points need %.0f MB (budget %.0f MB): %d points per pass", s,
@@ -411,7 +411,7 @@ class ContributionEngine:
                 stack.enter_context(replace_outputs(self.model, replace))
             out = self.model(inp)
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"model output: expected a tensor, found {type(out).__name__}")
+            raise ContributionTypeError(f"model output: expected a tensor, found {type(out).__name__}")
         if self.autocast:
             out = out.to(self.run_dtype)
         return out.reshape(s, b, *out.shape[1:])
@@ -421,7 +421,7 @@ class ContributionEngine:
         if not self.per_cell:
             v = v.unsqueeze(-1)
         if v.ndim != 3 or v.shape[:2] != out.shape[:2]:
-            raise ValueError(f"target {self.target!r}: expected values (S, B[, K]); found {tuple(v.shape)}")
+            raise TargetError(f"target {self.target!r}: expected values (S, B[, K]); found {tuple(v.shape)}")
         return v  # (S, B, K)
 
     def _grads(self, values: torch.Tensor, wrt: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Attribution formulas on top of the shared path core (DESIGN.md §5).
+"""Attribution formulas on top of the shared path core (docs/definitions.md#contributions).
 
 Every method is a small object saying which path points it needs (``alphas``), whether the path is
 walked in input space (``"input"``: all hooked layers from the same passes) or in one layer's activation
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ContributionError
+
 __all__ = ["Method", "Conductance", "LayerIntegratedGradients", "ActGrad", "ActNormGrad", "make_method",
            "METHODS", "RULES"]
 
@@ -20,13 +22,13 @@ METHODS = ("conductance", "layer_ig", "act_grad", "act_normgrad")
 
 def _check_rule(rule: str) -> str:
     if rule not in RULES:
-        raise ValueError(f"rule: expected one of {RULES}, found {rule!r}")
+        raise ContributionError(f"rule: expected one of {RULES}, found {rule!r}")
     return rule
 
 
 def _check_steps(steps: int) -> int:
     if int(steps) < 1:
-        raise ValueError(f"steps: expected a positive number of path steps, found {steps!r}")
+        raise ContributionError(f"steps: expected a positive number of path steps, found {steps!r}")
     return int(steps)
 
 
@@ -169,4 +171,4 @@ def make_method(method: str | Method, steps: int = 20, rule: str = "trapezoid") 
         return ActGrad(steps)
     if key in ("act_normgrad", "act_norm_grad"):
         return ActNormGrad(steps)
-    raise ValueError(f"method: expected one of {METHODS}, found {method!r}")
+    raise ContributionError(f"method: expected one of {METHODS}, found {method!r}")

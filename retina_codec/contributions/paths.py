@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..errors import ContributionError
 from ..torch_utils.hooks import Replay, canonical_name, resolve_module, swap_modules
 
 __all__ = ["AffineStem", "interpolate", "baseline_like", "dummy_input", "find_stem", "stem_before_layers"]
@@ -31,7 +32,7 @@ def baseline_like(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tens
         if b.ndim == x.ndim - 1:
             b = b.unsqueeze(0)
         if b.ndim != x.ndim or not (b.shape[0] in (1, x.shape[0]) and b.shape[1:] == x.shape[1:]):
-            raise ValueError(f"baseline: expected a scalar, shape {tuple(x.shape[1:])} or "
+            raise ContributionError(f"baseline: expected a scalar, shape {tuple(x.shape[1:])} or "
                              f"{tuple(x.shape)}; found {tuple(baseline.shape)}")
         return b
     return torch.full((1,) * x.ndim, float(baseline), dtype=x.dtype, device=x.device)
@@ -104,11 +105,11 @@ class AffineStem:
             with self.replaying(interpolate(self(x1), self(b1.contiguous()), alphas)):
                 got = self.model(dummy_input(2, x1.shape[1:], x1))
         if not isinstance(ref, torch.Tensor) or ref.shape != got.shape:
-            raise ValueError(f"affine_stem {list(self.names)}: replaying the stem changes the output shape")
+            raise ContributionError(f"affine_stem {list(self.names)}: replaying the stem changes the output shape")
         scale = ref.abs().max().clamp_min(1e-12)
         diff = float((ref - got).abs().max())
         if diff > rtol * scale:
-            raise ValueError(
+            raise ContributionError(
                 f"affine_stem {list(self.names)}: replaying the stem does not reproduce the model's output "
                 f"along the path (max difference {diff:.3g}); these modules are not the model's leading "
                 "affine chain"

@@ -1,4 +1,4 @@
-"""Reductions of per-unit contribution maps (DESIGN.md §5 "Reductions").
+"""Reductions of per-unit contribution maps (docs/definitions.md#reductions).
 
 A contribution map has the layer's output shape per sample (and target): ``(..., C, H, W)`` for
 convolutional layers, ``(..., T, D)`` for transformer blocks (tokens × channels), ``(..., D)`` for a
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import ContributionError
+
 __all__ = ["REDUCTIONS", "normalize_reduce", "channel_axis", "reduce_map", "reduced_shape"]
 
 REDUCTIONS = ("ei_split", "spatial_sum")
@@ -30,7 +32,7 @@ def normalize_reduce(reduce: str | Sequence[str] | None) -> tuple[str, ...]:
     names = tuple(n for n in names if n not in ("none", ""))
     for n in names:
         if n not in REDUCTIONS:
-            raise ValueError(f"reduce: unknown reduction {n!r}; expected any of {REDUCTIONS} or None")
+            raise ContributionError(f"reduce: unknown reduction {n!r}; expected any of {REDUCTIONS} or None")
     # ei_split must come before pooling: apply it first whatever order was given
     return tuple(sorted(set(names), key=REDUCTIONS.index))
 

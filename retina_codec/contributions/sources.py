@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ContributionError, ContributionTypeError
 from ..models.base import model_norm_stats, model_windows, warn_frame_rate
 
 __all__ = ["InputSource", "TensorSource", "RecordingSource", "LoaderSource", "as_source", "model_norm_stats"]
@@ -38,7 +39,7 @@ class InputSource:
         """The first ``k`` samples (for probing shapes and checking the stem)."""
         for _, x in self.iter_chunks(k, 0, k):
             return x
-        raise ValueError("the input has no samples")
+        raise ContributionError("the input has no samples")
 
 
 class TensorSource(InputSource):
@@ -173,4 +174,4 @@ def as_source(inputs: Any, model: Any = None, split: str | None = "test", histor
         return RecordingSource(inputs, split=split, history=h, offset=off, norm=model_norm_stats(model))
     if isinstance(inputs, Iterable):
         return LoaderSource(inputs)
-    raise TypeError(f"inputs: expected a tensor, a Recording or a DataLoader; found {type(inputs).__name__}")
+    raise ContributionTypeError(f"inputs: expected a tensor, a Recording or a DataLoader; found {type(inputs).__name__}")

@@ -1,4 +1,4 @@
-"""Scalar targets F whose contributions are computed (DESIGN.md §5 "Targets").
+"""Scalar targets F whose contributions are computed (docs/definitions.md#targets).
 
 A target maps the model's outputs along the path to the value(s) being explained. It is called as
 ``target(outputs, out_x)``: ``outputs`` is ``(S, B, ...)`` (path steps × samples), ``out_x`` the
@@ -10,7 +10,6 @@ It returns ``(S, B)`` for one scalar per sample or ``(S, B, K)`` for K per-cell 
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ContributionStateError, ModelContractError, TargetError
 from ..hashing import tensor_hash
+from ..stores.codec import to_json
 
 __all__ = [
     "Target",
@@ -30,6 +31,7 @@ __all__ = [
     "SoftmaxProbTarget",
     "ContrastiveTarget",
     "CallableTarget",
+    "DescribedTarget",
     "make_target",
 ]
 
@@ -54,13 +56,11 @@ class Target:
         return {"name": self.name}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({json.dumps(self.describe())})"
+        return f"{type(self).__name__}({to_json(self.describe(), sort_keys=False)})"
 
 
 def _cells_dim(outputs: torch.Tensor, indices: Sequence[int] = ()) -> torch.Tensor:
     if outputs.ndim != 3:
-        from ..errors import ModelContractError
-
         found = tuple(outputs.shape[2:])
         hint = ("; a model with time-resolved outputs (B, T', N) (openretina's) gives rates per bin once wrapped: "
                 "retina_codec.models.wrap(module, ..., channels=C) takes its last step, and load_model reads "
@@ -74,7 +74,7 @@ def _cells_dim(outputs: torch.Tensor, indices: Sequence[int] = ()) -> torch.Tens
 def _check_cells(indices: Sequence[int], n: int) -> None:
     bad = [i for i in indices if not -n <= i < n]
     if bad:
-        raise ValueError(f"target: cell index {bad[0]} out of range; the model has {n} cells (indices 0…{n - 1})")
+        raise TargetError(f"target: cell index {bad[0]} out of range; the model has {n} cells (indices 0…{n - 1})")
 
 
 class CellTarget(Target):
@@ -101,7 +101,7 @@ class CellsTarget(Target):
     def __init__(self, indices: Sequence[int]) -> None:
         self.indices = [int(i) for i in indices]
         if not self.indices:
-            raise ValueError("cells target: expected at least one cell index, found none")
+            raise TargetError("cells target: expected at least one cell index, found none")
 
     @property
     def n_targets(self) -> int:
@@ -164,7 +164,7 @@ class SurprisalTarget(Target):
         cov = np.asarray(torch.as_tensor(cov).detach().cpu(), dtype=np.float64)
         n = mu.shape[0]
         if cov.shape != (n, n):
-            raise ValueError(f"surprisal: covariance must be ({n}, {n}) to match μ; found {cov.shape}")
+            raise TargetError(f"surprisal: covariance must be ({n}, {n}) to match μ; found {cov.shape}")
         cov = 0.5 * (cov + cov.T)
         eig = np.linalg.eigvalsh(cov) if n else np.zeros(0)
         lam = 0.0
@@ -204,7 +204,7 @@ class SurprisalTarget(Target):
 
     def _tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.fitted:
-            raise RuntimeError("surprisal target has no μ, Σ yet: call fit(reference_outputs) first")
+            raise ContributionStateError("surprisal target has no μ, Σ yet: call fit(reference_outputs) first")
         key = (like.device, like.dtype)
         if key not in self._cache and like.is_floating_point() and torch.finfo(like.dtype).eps > 1e-10:
             ratio = self.rounding_ratio(like.dtype)
@@ -232,9 +232,9 @@ class SurprisalTarget(Target):
 
 def _top_classes(out_x: torch.Tensor, k: int) -> torch.Tensor:
     if out_x.ndim != 2:
-        raise ValueError(f"class targets expect logits (B, n_classes); found {tuple(out_x.shape)}")
+        raise TargetError(f"class targets expect logits (B, n_classes); found {tuple(out_x.shape)}")
     if out_x.shape[-1] < k:
-        raise ValueError(f"class target: needs at least {k} classes; the model has {out_x.shape[-1]}")
+        raise TargetError(f"class target: needs at least {k} classes; the model has {out_x.shape[-1]}")
     return out_x.topk(k, dim=-1).indices  # (B, k)
 
 
@@ -300,7 +300,7 @@ class CallableTarget(Target):
         v = self.fn(outputs.reshape(s * b, *outputs.shape[2:]))
         want = (s * b, self._k) if self.per_cell else (s * b,)
         if tuple(v.shape) != want:
-            raise ValueError(f"target {self.label!r}: expected values of shape {want}, found {tuple(v.shape)}")
+            raise TargetError(f"target {self.label!r}: expected values of shape {want}, found {tuple(v.shape)}")
         return v.reshape(s, b, *want[1:])
 
     def describe(self) -> dict[str, Any]:
@@ -348,17 +348,43 @@ def make_target(spec: object) -> Target:
     if isinstance(spec, Target):
         return spec
     if isinstance(spec, (bool, np.bool_)):
-        raise ValueError(f"target: expected a cell index, list of cells, name or callable; found {spec!r}")
+        raise TargetError(f"target: expected a cell index, list of cells, name or callable; found {spec!r}")
     if isinstance(spec, (int, np.integer)) or (isinstance(spec, (np.ndarray, torch.Tensor)) and spec.ndim == 0):
         return CellTarget(int(spec))
     if isinstance(spec, str):
         key = spec.strip().lower()
         if key not in _NAMED:
-            raise ValueError(f"target: unknown name {spec!r}; expected one of {sorted(_NAMED)}, a cell index, "
+            raise TargetError(f"target: unknown name {spec!r}; expected one of {sorted(_NAMED)}, a cell index, "
                              f"a list of cells or a callable")
         return _NAMED[key]()
     if isinstance(spec, (list, tuple, np.ndarray, torch.Tensor)):
         return CellsTarget([int(i) for i in np.asarray(spec).reshape(-1)])
     if callable(spec):
         return CallableTarget(spec)
-    raise ValueError(f"target: expected a cell index, list of cells, name or callable; found {type(spec).__name__}")
+    raise TargetError(f"target: expected a cell index, list of cells, name or callable; found {type(spec).__name__}")
+
+
+class DescribedTarget(Target):
+    """A target known only by its stored description (a contribution store's ``target`` attribute, read back
+    by :meth:`~.spec.ContributionSpec.from_attrs`): it describes itself but cannot be evaluated."""
+
+    def __init__(self, description: dict[str, Any]) -> None:
+        if not isinstance(description, dict) or "name" not in description:
+            raise TargetError(f"target: expected a stored description {{'name': ...}}, found {description!r}")
+        self.description = dict(description)
+        self.name = str(description["name"])
+        cells = description.get("cells")
+        k = description.get("n_targets")
+        self.per_cell = isinstance(cells, list) or k is not None
+        self._k = len(cells) if isinstance(cells, list) else int(k or 1)
+
+    @property
+    def n_targets(self) -> int:
+        return self._k
+
+    def __call__(self, outputs: torch.Tensor, out_x: torch.Tensor) -> torch.Tensor:
+        raise ContributionStateError(f"target {self.description}: read back from a store description; build "
+                                     "the target itself (make_target) to compute with it")
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.description)

@@ -16,13 +16,13 @@ from .fitting import FitResult, evaluate, fit, predict
 from .layers import GaussianNoise, UnitBatchNorm
 from .linear_stacked import LinearStackedBNCNN, LinearStackedConv2d
 from .ln import LNModel
-from .registry import ARCHITECTURES, build_model
+from .registry import ARCHITECTURES, SHIPPED_MODELS, build_model, resolve_model_path, shipped_model_path
 from .tdr_import import import_tdr_checkpoint
 from .wrapped import WrappedModel, wrap
 
 __all__ = [
     "InputSpec", "RetinaModel", "RetinaModelLike", "check_retina_model", "WrappedModel", "wrap", "get_module", "BNCNN", "LinearStackedBNCNN", "LinearStackedConv2d",
-    "LNModel", "GaussianNoise", "UnitBatchNorm", "ARCHITECTURES", "build_model", "save_model",
+    "LNModel", "GaussianNoise", "UnitBatchNorm", "ARCHITECTURES", "build_model", "SHIPPED_MODELS", "shipped_model_path", "resolve_model_path", "save_model",
     "load_model", "read_metadata", "import_tdr_checkpoint", "fit", "evaluate", "predict", "FitResult",
 ]
 

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LayerNotFoundError
+from ..errors import LayerNotFoundError, ModelConfigError
+from ..recordings.windows import frames_of_windows
+from ..torch_utils.hooks import resolve_module
 
 __all__ = ["InputSpec", "RetinaModel", "get_module", "model_norm_stats", "input_norm", "model_windows"]
 
@@ -59,8 +61,6 @@ def model_windows(windows: np.ndarray, mean: float, std: float, device: torch.de
     """Z-scored model input ``(B, h, H, W)`` for a batch of overlapping history windows (as yielded by
     :meth:`~retina_codec.recordings.Recording.iter_windows`): the ``B + h − 1`` frames are moved and
     z-scored once and the windows are a view of them (``x[b] = frames[b : b + h]``), not ``h`` copies."""
-    from ..recordings.windows import frames_of_windows
-
     h = windows.shape[1]
     if windows.shape[0] == 0:
         return torch.zeros(windows.shape, dtype=dtype, device=device)
@@ -130,7 +130,7 @@ class RetinaModel(nn.Module):
     def __init__(self, n_cells: int, history: int, frame_shape: Sequence[int]) -> None:
         super().__init__()
         if n_cells < 1:
-            raise ValueError(f"n_cells: expected a positive number of cells, found {n_cells}")
+            raise ModelConfigError(f"n_cells: expected a positive number of cells, found {n_cells}")
         h, w = (int(s) for s in frame_shape)
         self.n_cells = int(n_cells)
         self.input_spec = InputSpec(int(history), h, w)
@@ -169,8 +169,6 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     Raises :class:`~retina_codec.errors.LayerNotFoundError` naming the model and the available names
     (``model.layer_names`` when the model has them, else every named submodule).
     """
-    from ..torch_utils.hooks import resolve_module
-
     try:
         return resolve_module(model, name)
     except LayerNotFoundError:

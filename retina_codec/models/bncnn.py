@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ModelConfigError
 from .base import RetinaModel
 from .layers import ConvBlock, FastCPUConv2d, Readout, conv_output_shape, make_batchnorm
 
@@ -62,12 +63,12 @@ class BNCNN(RetinaModel):
     ) -> None:
         super().__init__(n_cells, history, frame_shape)
         if len(channels) != len(kernel_sizes) or len(channels) == 0:
-            raise ValueError(
+            raise ModelConfigError(
                 f"channels and kernel_sizes: expected equal, non-zero lengths, found {len(channels)} "
                 f"and {len(kernel_sizes)}"
             )
         if bn not in ("channel", "unit"):
-            raise ValueError(f"bn: expected 'channel' or 'unit', found {bn!r}")
+            raise ModelConfigError(f"bn: expected 'channel' or 'unit', found {bn!r}")
         self.channels = tuple(int(c) for c in channels)
         self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
         self.noise_std = float(noise_std)
@@ -106,7 +107,7 @@ class BNCNN(RetinaModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, history, H, W)`` z-scored windows → ``(B, n_cells)`` non-negative predicted responses."""
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_spec.shape:
-            raise ValueError(
+            raise ModelConfigError(
                 f"{self.architecture}: expected input (B, {', '.join(map(str, self.input_spec.shape))}), "
                 f"found {tuple(x.shape)}"
             )

@@ -26,12 +26,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .._version import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, MetadataTypeError
 from ..io_utils import atomic_path
+from ..stores.codec import to_json
 from ..torch_utils.devices import resolve_device
 from .base import InputSpec, RetinaModel
 from .model_schema import validate_model_document
-from .registry import build_model
+from .registry import build_model, resolve_model_path
 
 __all__ = ["save_model", "load_model", "read_metadata", "checkpoint_paths", "FORMAT", "FORMAT_VERSION"]
 
@@ -48,15 +49,20 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p / "model.safetensors", p / "model.json"
 
 
-def _jsonable(obj: Any) -> Any:
-    """``json.dumps`` default: numpy scalars/arrays, tensors, paths and tuples become plain JSON."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
+_PLAIN = (str, int, float, bool, type(None), np.generic, np.ndarray, torch.Tensor, Path)
+
+
+def _check_jsonable(obj: Any) -> None:
+    """Raise ``TypeError`` for a value the checkpoint JSON cannot hold faithfully: only JSON values, numpy
+    scalars / arrays, tensors and paths (encoded by :func:`~retina_codec.stores.codec.to_json`) are allowed."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            _check_jsonable(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_jsonable(v)
+    elif not isinstance(obj, _PLAIN):
+        raise MetadataTypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
 
 
 def save_model(model: RetinaModel, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
@@ -74,7 +80,8 @@ def save_model(model: RetinaModel, path: str | os.PathLike, metadata: dict[str, 
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
            **model.describe(), "metadata": metadata or {}}
     doc["dtype"] = str(next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32))[6:]
-    text = json.dumps(doc, indent=2, default=_jsonable)
+    _check_jsonable(doc)
+    text = to_json(doc, sort_keys=False, indent=2)
     with atomic_path(weights, suffix=".safetensors") as tmp:
         save_file(state, str(tmp), metadata={_HEADER_KEY: text})
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -102,7 +109,7 @@ def _header_source(weights: Path) -> str:
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON description of a checkpoint (from the sidecar ``.json``, else the weights header),
     checked against the schema (:func:`~retina_codec.models.model_schema.validate_model_document`)."""
-    weights, meta_path = checkpoint_paths(path)
+    weights, meta_path = checkpoint_paths(resolve_model_path(path))
     if meta_path.exists():
         try:
             raw = meta_path.read_bytes()
@@ -249,7 +256,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", trus
         from .tdr_import import import_tdr_checkpoint
 
         return import_tdr_checkpoint(path, trust=trust).to(device)
-    weights, meta_path = checkpoint_paths(path)
+    weights, meta_path = checkpoint_paths(resolve_model_path(path))
     doc = read_metadata(path)
     if not weights.exists():
         raise CheckpointError(f"{weights}: weights file missing")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelContractError
+from ..torch_utils.hooks import resolve_module
 
 __all__ = ["RetinaModelLike", "check_retina_model", "window_spec"]
 
@@ -93,8 +94,6 @@ def check_retina_model(model: Any, what: str = "this stage") -> nn.Module:
         raise ModelContractError(f"{what}: {type(model).__name__} has {len(ids)} cell_ids but {out.shape[1]} "
                                  "outputs")
     for name in getattr(model, "hidden_layers", ()) or ():
-        from ..torch_utils.hooks import resolve_module
-
         resolve_module(model, name)
     _CHECKED[model] = key
     return model

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, ShapeMismatchError
+from ..errors import CheckpointError, FitError, ShapeMismatchError
 from ..io_utils import atomic_path
 from ..progress import progress
 from ..recordings.recording import Recording
@@ -193,13 +193,13 @@ def _split_bins(recording: Recording, train_split: str, val_split: str | None, h
     if val_split is not None and val_split in recording.intervals:
         val = recording.window_bins(val_split, history, offset)
         if len(val) == 0:
-            raise ValueError(f"split {val_split!r}: no bin has a whole {history}-frame history window (offset "
+            raise FitError(f"split {val_split!r}: no bin has a whole {history}-frame history window (offset "
                              f"{offset}) inside the movie; lengthen the interval or pass val_split=None to "
                              f"validate on the last {val_fraction:g} of {train_split!r}")
         return train, val, val_split
     n_val = max(1, int(round(len(train) * val_fraction)))
     if len(train) - n_val < 2:
-        raise ValueError(f"split {train_split!r}: {len(train)} usable bins is too few to fit")
+        raise FitError(f"split {train_split!r}: {len(train)} usable bins is too few to fit")
     log.info("no %r interval: validating on the last %d bins of %r", val_split, n_val, train_split)
     return train[:-n_val], train[-n_val:], f"last {val_fraction:g} of {train_split}"
 
@@ -247,14 +247,14 @@ def fit(
     """
     t_start = time.perf_counter()
     if int(epochs) < 1:
-        raise ValueError(f"epochs: expected at least 1, found {epochs}")
+        raise FitError(f"epochs: expected at least 1, found {epochs}")
     dev = resolve_device(device)
     if model is None:
         torch.manual_seed(seed)
         kw = {"history": history, **(model_kwargs or {})}
         model = BNCNN(recording.n_cells, frame_shape=recording.frame_shape, **kw)
     elif model_kwargs:
-        raise ValueError("model_kwargs: only used when no model is given")
+        raise FitError("model_kwargs: only used when no model is given")
     history = model.input_spec.history
     _check_compatible(model, recording)
     mean, std = recording.normalization(train_split)
@@ -265,7 +265,7 @@ def fit(
 
     train_bins, val_bins, val_name = _split_bins(recording, train_split, val_split, history, offset, val_fraction)
     if len(train_bins) < 2:
-        raise ValueError(f"split {train_split!r}: {len(train_bins)} usable bins is too few to fit")
+        raise FitError(f"split {train_split!r}: {len(train_bins)} usable bins is too few to fit")
 
     # the z-scored movie, once, and the responses; windows are gathered by index per batch
     lo = int(min(train_bins.min(), val_bins.min())) - history - offset + 1

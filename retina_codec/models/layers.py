@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ..torch_utils.fft_conv import conv_speed_policy
+
 __all__ = ["GaussianNoise", "UnitBatchNorm", "ConvBlock", "Readout", "FastCPUConv2d", "make_batchnorm",
            "conv_output_shape"]
 
@@ -91,8 +93,9 @@ class _ValidConvFn(torch.autograd.Function):
 class FastCPUConv2d(nn.Conv2d):
     """``nn.Conv2d`` (valid, stride 1) that trains faster on CPU; identical state dict and outputs.
 
-    In training mode on the CPU, while its weight needs a gradient, it runs :class:`_ValidConvFn`;
-    otherwise (eval mode, GPU, no gradient) it is a plain ``nn.Conv2d``, so gradient-based analyses in eval
+    In training mode, while its weight needs a gradient and
+    :func:`~retina_codec.torch_utils.fft_conv.conv_speed_policy` picks this path (on the CPU), it runs
+    :class:`_ValidConvFn`; otherwise (eval mode, GPU, no gradient) it is a plain ``nn.Conv2d``, so gradient-based analyses in eval
     mode keep autograd's usual pruning of gradients nobody asked for.
     """
 
@@ -100,7 +103,8 @@ class FastCPUConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if self.training and x.device.type == "cpu" and torch.is_grad_enabled() and self.weight.requires_grad:
+        if (self.training and torch.is_grad_enabled() and self.weight.requires_grad
+                and conv_speed_policy(x.device, "train").weight_grad_as_conv):
             return _ValidConvFn.apply(x, self.weight, self.bias)
         return super().forward(x)
 

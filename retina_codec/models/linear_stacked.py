@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModelConfigError
 from .bncnn import BNCNN
 
 __all__ = ["LinearStackedConv2d", "LinearStackedBNCNN", "compose_kernels"]
@@ -35,7 +36,7 @@ class LinearStackedConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> None:
         super().__init__()
         if kernel_size < 3 or kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size: expected an odd size >= 3, found {kernel_size}")
+            raise ModelConfigError(f"kernel_size: expected an odd size >= 3, found {kernel_size}")
         n = (kernel_size - 1) // 2
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ModelConfigError
 from .base import RetinaModel
 
 __all__ = ["LNModel"]
@@ -44,7 +45,7 @@ class LNModel(RetinaModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, history, H, W)`` z-scored windows → ``(B, n_cells)`` non-negative predicted responses."""
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_spec.shape:
-            raise ValueError(
+            raise ModelConfigError(
                 f"LNModel: expected input (B, {', '.join(map(str, self.input_spec.shape))}), "
                 f"found {tuple(x.shape)}"
             )

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import json
 import os
 import pathlib
 import pickle
@@ -63,6 +64,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, UntrustedCheckpointError
+from ..stores.codec import to_json
 from ..torch_utils.devices import resolve_device
 from .wrapped import WrappedModel, wrap
 
@@ -459,13 +461,11 @@ def _pick_session(sessions: dict[str, int], session: str | None, path: Path) -> 
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
+    """``value`` as plain JSON data (:func:`~retina_codec.stores.codec.to_json`); a one-element array or
+    tensor as its number."""
     if isinstance(value, (np.generic, torch.Tensor, np.ndarray)) and np.size(value) == 1:
-        return np.asarray(value).reshape(()).item()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return repr(value)[:200]
+        value = np.asarray(value).reshape(()).item()
+    return json.loads(to_json(value, sort_keys=False))
 
 
 def load_openretina(path: str | os.PathLike, session: str | None = None, device: str | torch.device = "cpu",

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import CheckpointError
+
 __all__ = ["Conv", "Affine", "stacked_conv_ops", "one_to_one_ops", "fold_affine_convs", "INNER_BN_EPS"]
 
 INNER_BN_EPS = 1e-5  # torch-deep-retina builds the batchnorms inside a stack with PyTorch's default eps
@@ -72,7 +74,7 @@ def _step(g: dict[str, torch.Tensor], where: str, eps: float) -> Conv | Affine:
         return _batchnorm_affine(g, True, eps)
     if _BN_KEYS <= names <= _BN_KEYS | {"num_batches_tracked"} and g["weight"].dim() == 1:
         return _batchnorm_affine(g, False, eps)
-    raise ValueError(f"{where}: entries {sorted(names)} are neither a convolution nor a batchnorm")
+    raise CheckpointError(f"{where}: entries {sorted(names)} are neither a convolution nor a batchnorm")
 
 
 def stacked_conv_ops(params: dict[str, torch.Tensor], eps: float = INNER_BN_EPS) -> list[Conv | Affine]:
@@ -82,7 +84,7 @@ def stacked_conv_ops(params: dict[str, torch.Tensor], eps: float = INNER_BN_EPS)
     for key, value in params.items():
         parts = key.split(".")
         if len(parts) != 3 or parts[0] != "convs" or not parts[1].isdigit():
-            raise ValueError(f"unexpected entry {key!r} in a LinearStackedConv2d")
+            raise CheckpointError(f"unexpected entry {key!r} in a LinearStackedConv2d")
         groups.setdefault(int(parts[1]), {})[parts[2]] = value
     return [_step(groups[j], f"convs.{j}", eps) for j in sorted(groups)]
 
@@ -100,31 +102,31 @@ def one_to_one_ops(params: dict[str, torch.Tensor]) -> list[Conv | Affine]:
                 and parts[3] in ("weight", "bias"):
             chains.setdefault(int(parts[1]), {}).setdefault(int(parts[2]), {})[parts[3]] = value
         else:
-            raise ValueError(f"unexpected entry {key!r} in a OneToOneLinearStackedConv2d")
+            raise CheckpointError(f"unexpected entry {key!r} in a OneToOneLinearStackedConv2d")
     if "weight" not in first or first["weight"].dim() != 4:
-        raise ValueError("OneToOneLinearStackedConv2d without a 4-D first_conv.weight")
+        raise CheckpointError("OneToOneLinearStackedConv2d without a 4-D first_conv.weight")
     ops: list[Conv | Affine] = [_step(first, "first_conv", INNER_BN_EPS)]
     n_chan = first["weight"].shape[0]
     if sorted(chains) != list(range(n_chan)):
-        raise ValueError(f"OneToOneLinearStackedConv2d: expected chains seqs.0 … seqs.{n_chan - 1}, "
+        raise CheckpointError(f"OneToOneLinearStackedConv2d: expected chains seqs.0 … seqs.{n_chan - 1}, "
                          f"found {sorted(chains)}")
     n_steps = {len(chain) for chain in chains.values()}
     if len(n_steps) != 1 or sorted(chains[0]) != list(range(next(iter(n_steps)))):
-        raise ValueError("OneToOneLinearStackedConv2d: the per-channel chains differ in length")
+        raise CheckpointError("OneToOneLinearStackedConv2d: the per-channel chains differ in length")
     for i in range(next(iter(n_steps))):
         steps = [chains[c][i] for c in range(n_chan)]
         shapes = {tuple(s["weight"].shape) for s in steps if "weight" in s}
         if len(shapes) != 1 or len(steps) != sum("weight" in s for s in steps):
-            raise ValueError(f"OneToOneLinearStackedConv2d: step {i} differs between channels")
+            raise CheckpointError(f"OneToOneLinearStackedConv2d: step {i} differs between channels")
         shape = next(iter(shapes))
         if len(shape) != 4 or shape[:2] != (1, 1):
-            raise ValueError(f"OneToOneLinearStackedConv2d: step {i} has weight shape {shape}, expected (1, 1, k, k)")
+            raise CheckpointError(f"OneToOneLinearStackedConv2d: step {i} has weight shape {shape}, expected (1, 1, k, k)")
         weight = torch.zeros(n_chan, n_chan, shape[2], shape[3], dtype=torch.float64)
         for c, s in enumerate(steps):
             weight[c, c] = _f64(s["weight"][0, 0])
         has_bias = [("bias" in s) for s in steps]
         if any(has_bias) and not all(has_bias):
-            raise ValueError(f"OneToOneLinearStackedConv2d: step {i} has a bias in some channels only")
+            raise CheckpointError(f"OneToOneLinearStackedConv2d: step {i} has a bias in some channels only")
         bias = torch.stack([_f64(s["bias"]).reshape(()) for s in steps]) if all(has_bias) else None
         ops.append(Conv(weight, bias))
     return ops
@@ -143,7 +145,7 @@ def fold_affine_convs(ops: list[Conv | Affine], in_channels: int) -> tuple[torch
         if isinstance(op, Conv):
             w2 = op.weight
             if w2.dim() != 4 or w2.shape[1] != channels or w2.shape[2] != w2.shape[3]:
-                raise ValueError(f"step {n}: convolution weight {tuple(w2.shape)} does not take {channels} "
+                raise CheckpointError(f"step {n}: convolution weight {tuple(w2.shape)} does not take {channels} "
                                  "channels with a square kernel")
             k, size = w2.shape[2], weight.shape[2]
             out = torch.zeros(w2.shape[0], in_channels, size + k - 1, size + k - 1, dtype=torch.float64)
@@ -154,7 +156,7 @@ def fold_affine_convs(ops: list[Conv | Affine], in_channels: int) -> tuple[torch
             weight = out
         else:
             if op.scale.shape != (channels,) or op.shift.shape != (channels,):
-                raise ValueError(f"step {n}: batchnorm of {op.scale.numel()} channels after {channels} channels")
+                raise CheckpointError(f"step {n}: batchnorm of {op.scale.numel()} channels after {channels} channels")
             weight = op.scale[:, None, None, None] * weight
             bias = op.scale * bias + op.shift
     return weight, bias

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ModesError
+
 __all__ = ["SparseAutoencoder", "TrainStep"]
 
 
@@ -53,7 +55,7 @@ class SparseAutoencoder(nn.Module):
     def __init__(self, n_features: int, n_latents: int) -> None:
         super().__init__()
         if n_features < 1 or n_latents < 1:
-            raise ValueError(f"n_features and n_latents must be >= 1; got {n_features}, {n_latents}")
+            raise ModesError(f"n_features and n_latents must be >= 1; got {n_features}, {n_latents}")
         self.n_features = int(n_features)
         self.n_latents = int(n_latents)
 

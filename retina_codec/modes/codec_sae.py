@@ -1,6 +1,6 @@
 """The CODEC sparse autoencoder (Melander et al. 2026): MLP encoder, sigmoid codes, hard threshold τ.
 
-Definition (DESIGN.md §6), which :meth:`CodecSAE.encode` implements exactly at inference:
+Definition (docs/definitions.md#sparse-autoencoders), which :meth:`CodecSAE.encode` implements exactly at inference:
 encoder ``d → H → H → K`` = (Linear, Dropout 0.05, ReLU, LayerNorm) × 2, then Linear without bias and a
 sigmoid; codes ``c = s · 1[s ≥ τ]`` so every code lies in ``{0} ∪ [τ, 1)``; decoder = free dictionary
 ``K × d`` without bias (Xavier init); loss ``MSE + λ · mean|atoms|``.
@@ -32,6 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import ModesError
 from .base import SparseAutoencoder, TrainStep
 
 __all__ = ["CodecSAE"]
@@ -81,7 +82,7 @@ class CodecSAE(SparseAutoencoder):
                  init_active_fraction: float | None = 0.02) -> None:
         super().__init__(n_features, n_latents)
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must lie in (0, 1); got {threshold}")
+            raise ModesError(f"threshold must lie in (0, 1); got {threshold}")
         h = int(hidden_size) if hidden_size else max(64, n_features)
         self.hidden_size = h
         self.threshold = float(threshold)
@@ -102,7 +103,7 @@ class CodecSAE(SparseAutoencoder):
     def _init_last_layer(self, p: float) -> None:
         """Scale the last encoder layer so that P(sigmoid(z) ≥ τ) ≈ p at init (LayerNorm output has unit variance)."""
         if not 0.0 < p < 0.5:
-            raise ValueError(f"init_active_fraction must lie in (0, 0.5); got {p}")
+            raise ModesError(f"init_active_fraction must lie in (0, 0.5); got {p}")
         logit_tau = math.log(self.threshold / (1.0 - self.threshold))
         std_z = logit_tau / _normal_quantile(1.0 - p)
         last = self.encoder[-1]

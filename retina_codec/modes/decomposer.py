@@ -70,8 +70,6 @@ def make_sae(kind: str, n_features: int, n_latents: int, *, k: int = 8, threshol
         raise ModesError(f"kind: expected one of {KINDS}; found {kind!r}")
     try:
         return builders[kind]()
-    except ModesError:
-        raise
     except (TypeError, ValueError) as err:  # invalid k, threshold, options: one ModesError (CLI: one line)
         raise ModesError(f"{kind} SAE settings (n_features={n_features}, n_latents={n_latents}): {err}") from None
 

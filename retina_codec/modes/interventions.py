@@ -1,4 +1,4 @@
-"""Causal tests of modes: ablate or preserve a mode's top channels at a named layer (DESIGN.md §6).
+"""Causal tests of modes: ablate or preserve a mode's top channels at a named layer (docs/definitions.md#interventions).
 
 A mode's atom (d,) ranks the layer's C channels (with the E/I split, d = 2C ordered [negative, positive]
 and a channel's weight is ``|a_c⁻| + |a_c⁺|``). **Ablate** zeroes the top fraction ``p`` of channels at
@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import ModesError
 from ..models.base import get_module
+from ..torch_utils.hooks import replace_outputs
 
 __all__ = ["channel_weights", "top_channels", "zero_channels", "ablate_mode", "preserve_mode",
            "SweepResult", "intervention_sweep", "mean_rate", "accuracy_on", "model_outputs"]
@@ -57,11 +58,11 @@ def zero_channels(model: nn.Module, layer: str, channels: Sequence[int], channel
     ``n_channels``: the channel count the indices refer to (e.g. that of the mode's atom); a forward whose
     output has another count along ``channel_dim`` (or too few for the indices) raises :class:`ModesError`.
     """
-    module = get_module(model, layer)
+    get_module(model, layer)  # an unknown layer: LayerNotFoundError naming the model's layers
     idx = torch.as_tensor(np.asarray(channels, dtype=np.int64))
     need = int(idx.max()) + 1 if idx.numel() else 0
 
-    def hook(_mod: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor:
+    def zero(out: torch.Tensor) -> torch.Tensor:
         found = out.shape[channel_dim]
         if (n_channels is not None and found != n_channels) or found < need:
             expected = n_channels if n_channels is not None else f">= {need}"
@@ -75,11 +76,8 @@ def zero_channels(model: nn.Module, layer: str, channels: Sequence[int], channel
         shape[channel_dim] = -1
         return out * keep.view(shape)
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with replace_outputs(model, {layer: zero}):
         yield
-    finally:
-        handle.remove()
 
 
 def _n_channels(n_channels: int | None, atom_len: int, ei_split: bool) -> int:

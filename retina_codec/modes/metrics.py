@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ModesError
+
 __all__ = ["explained_variance", "mean_l0", "firing_counts", "dead_fraction"]
 
 
@@ -25,14 +27,14 @@ def explained_variance(x: np.ndarray | torch.Tensor, x_hat: np.ndarray | torch.T
     """
     x = _np(x)
     if x.ndim != 2:
-        raise ValueError(f"x must be a 2-D array (n_samples, n_features); got shape {x.shape}")
+        raise ModesError(f"x must be a 2-D array (n_samples, n_features); got shape {x.shape}")
     mu = x.mean(axis=0).astype(np.float64)
     x = x.astype(np.float64)
     x_hat = _np(x_hat).astype(np.float64)
     try:
         x_hat = np.broadcast_to(x_hat, x.shape)
     except ValueError:
-        raise ValueError(f"x_hat: expected shape {x.shape} (or broadcastable, e.g. ({x.shape[1]},)) to match x; "
+        raise ModesError(f"x_hat: expected shape {x.shape} (or broadcastable, e.g. ({x.shape[1]},)) to match x; "
                          f"found {x_hat.shape}") from None
     residual = np.square(x - x_hat).sum()
     total = np.square(x - np.broadcast_to(mu, x.shape)).sum()

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModesError
 from .base import SparseAutoencoder, TrainStep
 
 __all__ = ["TopKSAE", "BatchTopKSAE", "sparse_decode"]
@@ -82,14 +83,14 @@ class _TopKBase(SparseAutoencoder):
                  decoder: str = "auto") -> None:
         super().__init__(n_features, n_latents)
         if not 1 <= k <= n_latents:
-            raise ValueError(f"k must lie in [1, n_latents={n_latents}]; got {k}")
+            raise ModesError(f"k must lie in [1, n_latents={n_latents}]; got {k}")
         self.k = int(k)
         self.aux_k = int(aux_k) if aux_k is not None else min(n_latents, 2 * self.k)
         self.aux_coef = float(aux_coef)
         self.dead_after = int(dead_after)
         self.sparse_encoder = bool(sparse_encoder)
         if decoder not in ("auto", "bag", "gemm"):
-            raise ValueError(f"decoder must be 'auto', 'bag' or 'gemm'; got {decoder!r}")
+            raise ModesError(f"decoder must be 'auto', 'bag' or 'gemm'; got {decoder!r}")
         self.decoder = decoder
         w = torch.randn(n_latents, n_features)
         w /= w.norm(dim=1, keepdim=True)

@@ -129,7 +129,7 @@ def _flag(value: bool | str, device: torch.device) -> bool:
     if value == "auto":
         return device.type == "cuda"
     if isinstance(value, str):
-        raise ValueError(f"expected True, False or 'auto'; got {value!r}")
+        raise ModesError(f"expected True, False or 'auto'; got {value!r}")
     return bool(value)
 
 

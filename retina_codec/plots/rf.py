@@ -103,7 +103,7 @@ def plot_conditioned_gallery(conditioned: Any, cell: int, path: str | os.PathLik
     """CODEC Fig. 8-style gallery for one cell (index into the conditioned cells).
 
     ``conditioned`` is a :class:`~retina_codec.rf.conditioned.ConditionedRFs` or the ``conditioned``
-    group read back by :func:`~retina_codec.rf.store.read_rf`.
+    group read back by :func:`~retina_codec.stores.rf.read_rf`.
     """
     def get(name: str) -> Any:
         return conditioned[name] if isinstance(conditioned, dict) else getattr(conditioned, name)

@@ -60,7 +60,7 @@ class ArrayFrames:
     def __init__(self, data: np.ndarray, scale: float = 1.0, offset: float = 0.0):
         data = np.asarray(data)
         if data.ndim != 3:
-            raise ValueError(f"stimulus must be (T, H, W); got shape {data.shape}")
+            raise RecordingError(f"stimulus must be (T, H, W); got shape {data.shape}")
         self.data, self.scale, self.offset = data, float(scale), float(offset)
         self.shape = tuple(int(s) for s in data.shape)
 
@@ -89,7 +89,7 @@ class H5Frames:
 
     def __init__(self, dataset: Any, transpose: bool = False, scale: float = 1.0, offset: float = 0.0):
         if len(dataset.shape) != 3:
-            raise ValueError(f"stimulus dataset must be 3-D; got shape {tuple(dataset.shape)}")
+            raise RecordingError(f"stimulus dataset must be 3-D; got shape {tuple(dataset.shape)}")
         self.dataset, self.transpose = dataset, bool(transpose)
         self.scale, self.offset = float(scale), float(offset)
         t, a, b = (int(s) for s in dataset.shape)
@@ -154,10 +154,10 @@ class ConcatFrames:
 
     def __init__(self, parts: Sequence[FrameSource]):
         if not parts:
-            raise ValueError("ConcatFrames needs at least one part")
+            raise RecordingError("ConcatFrames needs at least one part")
         hw = {tuple(p.shape[1:]) for p in parts}
         if len(hw) != 1:
-            raise ValueError(f"all parts must share (H, W); got {sorted(hw)}")
+            raise RecordingError(f"all parts must share (H, W); got {sorted(hw)}")
         self.parts = list(parts)
         self.bounds = np.cumsum([0] + [len(p) for p in parts])
         self.shape = (int(self.bounds[-1]),) + next(iter(hw))

@@ -478,7 +478,7 @@ def fraction_intervals(
     """Contiguous splits by fraction of frames, in order (train, validation, test): name -> (1, 2) seconds."""
     f = np.asarray(fractions, dtype=np.float64)
     if f.shape != (len(names),) or np.any(f < 0) or f.sum() <= 0:
-        raise ValueError(f"split_fractions: expected {len(names)} non-negative numbers, found {tuple(fractions)}")
+        raise RecordingError(f"split_fractions: expected {len(names)} non-negative numbers, found {tuple(fractions)}")
     n = len(frame_times)
     bounds = np.round(np.concatenate([[0.0], np.cumsum(f)]) / f.sum() * n).astype(int)
     edges = frame_edges(frame_times, frame_rate)

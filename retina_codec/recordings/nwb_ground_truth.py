@@ -27,11 +27,12 @@ from hdmf.common import DynamicTable, VectorData
 from pynwb import NWBFile, TimeSeries
 
 from ..errors import ShapeMismatchError
+from ..stores.codec import to_json
 from .ground_truth import GroundTruth
 
 __all__ = [
     "GT_MODULE", "write_ground_truth", "read_ground_truth", "has_ground_truth",
-    "dict_to_table", "table_to_dict", "json_default",
+    "dict_to_table", "table_to_dict",
 ]
 
 GT_MODULE = "ground_truth"
@@ -61,15 +62,6 @@ _DESCRIPTIONS = {
 
 
 # ---- JSON dicts as key/value tables ----------------------------------------------------------------
-def json_default(obj: Any) -> Any:
-    """``json.dumps`` fallback: numpy scalars and arrays become Python numbers and lists, others str."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
 def _flatten(value: Any, path: list) -> list[tuple[list, Any]]:
     if isinstance(value, dict) and value:
         out = []
@@ -87,7 +79,7 @@ def _flatten(value: Any, path: list) -> list[tuple[list, Any]]:
 def dict_to_table(name: str, data: dict[str, Any], description: str) -> DynamicTable:
     """A DynamicTable with one row per leaf of ``data``: ``key`` (JSON list of the key path) and
     ``value`` (JSON text). Nested dicts are flattened so that no cell holds a dict (NWB best practice)."""
-    rows = _flatten(json.loads(json.dumps(data, default=json_default)), [])
+    rows = _flatten(json.loads(to_json(data, sort_keys=False)), [])
     keys = [json.dumps(p) for p, _ in rows]
     values = [json.dumps(v) for _, v in rows]
     return DynamicTable(

@@ -17,37 +17,20 @@ from ..errors import (
     TimestampError,
     UnknownIntervalError,
 )
+from .cells import resolve_cells
 from .frames import ArrayFrames, as_frame_source
 from .ground_truth import GroundTruth
 from .windows import bin_chunks, first_valid_bin, history_windows, window_start
 
-__all__ = ["Recording", "WindowBatch", "SPLITS", "RESPONSE_UNITS", "cell_index"]
+__all__ = ["Recording", "WindowBatch", "SPLITS", "RESPONSE_UNITS"]
 
 SPLITS = ("train", "validation", "test")
 RESPONSE_UNITS = ("count", "Hz")
 
 
-def cell_index(cell: int | str, ids: Sequence[str], n: int | None = None,
-               allow_negative: bool = False) -> int | None:
-    """Index of ``cell`` among ``n`` cells (default ``len(ids)``) whose ids are ``ids``: a string is tried as an
-    id first (lab and ROI ids are often digits), then as an index; an int is an index (``-1`` = last with
-    ``allow_negative``). ``None`` when it is neither, so each caller raises the error its users need."""
-    n = len(ids) if n is None else n
-    text = str(cell)
-    if isinstance(cell, str) and cell in ids:
-        return list(ids).index(cell)
-    if isinstance(cell, (int, np.integer)) or text.lstrip("-").isdigit():
-        i = int(text)
-        if 0 <= i < n:
-            return i
-        if allow_negative and -n <= i < 0:
-            return i % n
-    return None
-
-
 def _check_history(history: int) -> None:
     if history < 1:
-        raise ValueError(f"history: expected at least 1 frame, found {history}")
+        raise RecordingError(f"history: expected at least 1 frame, found {history}")
 
 
 def _checked_segment_starts(starts: Any, n_frames: int) -> np.ndarray:
@@ -265,10 +248,10 @@ class Recording:
         returns its name (default ``"<split>[:n]"``). One ``[start, stop)`` per run of consecutive bins, so
         bins between runs of the split stay out."""
         if n < 1:
-            raise ValueError(f"n: expected at least 1 bin, found {n}")
+            raise RecordingError(f"n: expected at least 1 bin, found {n}")
         bins = self.window_bins(split, history, offset)[:n]
         if bins.size == 0:
-            raise ValueError(f"split {split!r} has no bins with a full {history}-frame window")
+            raise RecordingError(f"split {split!r} has no bins with a full {history}-frame window")
         name = name or f"{split or 'all'}[:{n}]"
         step = 1.0 / self.frame_rate
         self.intervals[name] = np.array([[self.frame_times[a], self.frame_times[b - 1] + step]
@@ -335,20 +318,20 @@ class Recording:
         else:
             bins = np.asarray(bins, dtype=np.int64)
             if bins.size and bins.min() < first_valid_bin(history, offset):
-                raise ValueError(
+                raise RecordingError(
                     f"bins: bin {int(bins.min())} has no full {history}-frame history "
                     f"(first valid bin is {first_valid_bin(history, offset)})"
                 )
             # the bin must exist (responses) and its window must end inside the movie (offset < 0 looks ahead)
             last = self.n_frames - 1 + min(offset, 0)
             if bins.size and bins.max() > last:
-                raise ValueError(f"bins: bin {int(bins.max())} has no full {history}-frame window inside the "
+                raise RecordingError(f"bins: bin {int(bins.max())} has no full {history}-frame window inside the "
                                  f"{self.n_frames}-frame movie with offset {offset} (last valid bin is {last})")
             inside = self._window_inside(bins, history, offset)
             if not inside.all():
                 b = int(bins[~inside][0])
                 a, e = (int(x) for x in self.segments[self.segment_of([b])[0]])
-                raise ValueError(f"bins: the {history}-frame window of bin {b} (frames "
+                raise RecordingError(f"bins: the {history}-frame window of bin {b} (frames "
                                  f"{window_start(b, history, offset)}..{b - offset}, offset {offset}) leaves its "
                                  f"movie segment (frames {a}..{e - 1}); window_bins() gives the valid bins")
         mean, std = self.normalization() if normalize else (0.0, 1.0)
@@ -371,7 +354,7 @@ class Recording:
         runs = list(bin_chunks(bins, max(len(bins), 1)))  # chunks as long as the split: its runs
         if len(runs) > 1:
             seg = f", {len(self.segment_starts)} movie segments" if len(self.segment_starts) > 1 else ""
-            raise ValueError(f"split {split!r} is not contiguous ({len(runs)} runs{seg}); use iter_windows()")
+            raise RecordingError(f"split {split!r} is not contiguous ({len(runs)} runs{seg}); use iter_windows()")
         batches = list(self.iter_windows(bins=bins, history=history, offset=offset,
                                          batch_size=max(len(bins), 1), normalize=normalize))
         if not batches:
@@ -381,9 +364,10 @@ class Recording:
 
     # ---- selection ------------------------------------------------------------------------------
     def select_cells(self, cells: Sequence[int | str]) -> Recording:
-        """A recording with only some cells (by index or id); stimulus, intervals and segments are shared,
-        the ground truth's per-cell fields follow the selection."""
-        idx = [self.cell_ids.index(c) if isinstance(c, str) else int(c) for c in cells]
+        """A recording with only some cells (ids or indices, the rule of :mod:`.cells`; an unknown one is an
+        :class:`~retina_codec.errors.UnknownCellError`); stimulus, intervals and segments are shared, the
+        ground truth's per-cell fields follow the selection."""
+        idx = resolve_cells(cells, self.cell_ids, self.n_cells)
         gt = self.ground_truth.select_cells(idx) if self.ground_truth is not None else None
         return Recording(
             stimulus=self.stimulus, frame_times=self.frame_times, frame_rate=self.frame_rate,

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..errors import RecordingError
+
 __all__ = ["window_start", "first_valid_bin", "history_windows", "frames_of_windows", "bin_chunks"]
 
 
@@ -31,7 +33,7 @@ def history_windows(frames: np.ndarray, history: int) -> np.ndarray:
     ``out[i] = frames[i : i + history]``. No data is copied.
     """
     if frames.ndim != 3:
-        raise ValueError(f"frames must be (n, H, W); got shape {frames.shape}")
+        raise RecordingError(f"frames must be (n, H, W); got shape {frames.shape}")
     n = frames.shape[0]
     if n < history:
         return np.empty((0, history) + frames.shape[1:], frames.dtype)

@@ -24,9 +24,11 @@ import numpy as np
 
 from .._version import __version__
 from ..io_utils import atomic_path
+from ..pipeline.layout import DemoLayout
 from ..progress import progress
+from ..stores.codec import decode_attrs, open_h5, read_json, store_errors
+from ..stores.fit import read_fit
 from . import figures as F
-from .stores import DemoFolder, decode_attrs, open_h5, read_fit, read_json, store_errors
 from .threads import numpy_blas_single_thread
 
 __all__ = ["build_report", "Report"]
@@ -88,7 +90,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1, d
 class Report:
     """Sections of HTML and the figures they embed."""
 
-    folder: DemoFolder
+    folder: DemoLayout
     fig_dir: Path
     sections: list[tuple[str, str, str]] = field(default_factory=list)
     n_figures: int = 0
@@ -358,7 +360,7 @@ def _sources_section(rep: Report) -> str:
             "regressing the IRF on the loadings), and which modes move the RF: unique R² (the loss when the mode "
             "is left out), the shift of the RF centre and the change of its size between bins where the mode is "
             "active and where it is not, and whether the polarity flips.</p>")
-    from ..rf.store import read_rf
+    from ..stores.rf import read_rf
 
     for layer in layers:
         with store_errors(d.conditioned(layer)):
@@ -465,13 +467,13 @@ def build_report(folder: str | os.PathLike, out: str | os.PathLike | None = None
     The PNG figures go to ``<folder>/report_figures/``, or beside ``out`` (``<out stem>_figures/``) when ``out``
     is given: a report written elsewhere leaves the demo folder as it was.
     """
-    d = DemoFolder(Path(folder))
+    d = DemoLayout(Path(folder))
     if not d.root.is_dir():
         from ..errors import RetinaCodecError
 
         raise RetinaCodecError(f"{d.root}: not a folder (expected a demo output folder)")
-    path = Path(out) if out is not None else d.root / "report.html"
-    rep = Report(d, d.root / "report_figures" if out is None else path.with_name(path.stem + "_figures"))
+    path = Path(out) if out is not None else d.report
+    rep = Report(d, d.report_figures if out is None else path.with_name(path.stem + "_figures"))
     rep.fig_dir.mkdir(parents=True, exist_ok=True)
     with numpy_blas_single_thread():
         for anchor, title, fn in progress(SECTIONS, desc="report", quiet=quiet, unit="section"):

@@ -13,8 +13,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..recordings.recording import cell_index
-from .stores import decode_attrs, mode_order, read_fit, read_json
+from ..recordings.cells import cell_index
+from ..rf.conditioned import most_active_modes
+from ..stores.codec import decode_attrs, read_json
+from ..stores.fit import read_fit
 
 __all__ = ["fit_per_cell", "fit_traces", "contribution_heatmap", "mode_atoms", "mode_loadings",
            "cell_mode_correlations", "sta_vs_truth", "rf_grid", "conditioned_gallery", "classifier_statistics"]
@@ -75,7 +77,7 @@ def contribution_heatmap(contrib_path: str | os.PathLike, layer: str, out: str |
 
 
 def _modes(modes_path: str | os.PathLike) -> dict[str, Any]:
-    from ..modes.store import read_modes
+    from ..stores.modes import read_modes
 
     m = read_modes(modes_path)
     return {"atoms": m.atoms, "loadings": m.loadings, "bins": m.bins, "names": m.mode_names, "attrs": m.attrs}
@@ -87,7 +89,7 @@ def mode_atoms(modes_path: str | os.PathLike, out: str | os.PathLike, top: int =
     from ..plots.modes import plot_atoms
 
     m = _modes(modes_path)
-    order = mode_order(m["loadings"], top)
+    order = most_active_modes(m["loadings"], top)
     counts = (m["loadings"] > 0).sum(0)
     ca = m["attrs"].get("contributions_attrs", {})
     labels = feature_labels(m["atoms"].shape[1], ca.get("reduction") if isinstance(ca, dict) else None)
@@ -103,7 +105,7 @@ def mode_loadings(modes_path: str | os.PathLike, out: str | os.PathLike, top: in
 
     m = _modes(modes_path)
     fr = float(m["attrs"].get("frame_rate", 100.0))
-    order = mode_order(m["loadings"], top)
+    order = most_active_modes(m["loadings"], top)
     srt = np.argsort(m["bins"], kind="stable")
     bins, load = m["bins"][srt], m["loadings"][srt]
     n = len(bins) if seconds is None else int(min(len(bins), round(seconds * fr)))
@@ -136,7 +138,7 @@ def _lags_ms(history: int, offset: int, frame_rate: float) -> np.ndarray:
 def sta_vs_truth(rf_path: str | os.PathLike, out: str | os.PathLike) -> str:
     """LN cells: white-noise STA, model STA and the simulator's true filter (rank-1 space and time)."""
     from ..plots.rf_truth import plot_sta_model_truth
-    from ..rf.store import read_rf
+    from ..stores.rf import read_rf
 
     d = read_rf(rf_path)
     a = decode_attrs(d["attrs"])
@@ -162,7 +164,7 @@ def rf_grid(rf_path: str | os.PathLike, out: str | os.PathLike, source: str = "r
     from ..plots.rf import plot_rf_grid
     from ..rf.decompose import space_time_svd
     from ..rf.gaussian_fit import GaussianFit
-    from ..rf.store import read_rf
+    from ..stores.rf import read_rf
 
     d = read_rf(rf_path)
     ids = decode_attrs(d["attrs"]).get("cell_ids")
@@ -186,7 +188,7 @@ def conditioned_gallery(cond_path: str | os.PathLike, cell: int | str, out: str 
     unknown cell is a ``ValueError`` naming the stored ids.
     """
     from ..plots.rf import plot_conditioned_gallery
-    from ..rf.store import read_rf
+    from ..stores.rf import read_rf
 
     d = read_rf(cond_path)
     a = decode_attrs(d["attrs"])

@@ -1,5 +1,6 @@
 """Receptive fields: STA/STC, model STA, instantaneous RFs, mode-conditioned RFs, dynamic-RF sources."""
 
+from ..stores.rf import read_rf, write_rf
 from .conditioned import ConditionedRFAccumulator, ConditionedRFs, active_combinations, mode_conditioned_rfs
 from .correlate import WindowCorrelator
 from .decompose import SpaceTimeComponents, batched_rank1, denoise_rank1, peak_box, space_time_svd
@@ -13,7 +14,6 @@ from .sta import (
     spike_triggered_average,
     spike_triggered_covariance,
 )
-from .store import read_rf, write_rf
 
 __all__ = [
     "WindowCorrelator", "SpikeTriggeredAverage", "SpikeTriggeredCovariance", "spike_triggered_average",

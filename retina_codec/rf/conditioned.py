@@ -22,7 +22,7 @@ cell). :func:`mode_conditioned_rfs` optionally feeds a
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +35,8 @@ from .decompose import batched_rank1, space_time_svd, working_precision
 from .irf import iter_irfs, model_window
 from .sources import DynamicRFSources, SourcesAccumulator, spatial_features
 
-__all__ = ["ConditionedRFs", "ConditionedRFAccumulator", "active_combinations", "mode_conditioned_rfs"]
+__all__ = ["ConditionedRFs", "ConditionedRFAccumulator", "active_combinations", "mode_conditioned_rfs",
+           "conditioned_rfs_by_set", "most_active_modes"]
 
 
 def active_combinations(loadings: np.ndarray, threshold: float = 0.0, max_combinations: int = 32,
@@ -52,6 +53,15 @@ def active_combinations(loadings: np.ndarray, threshold: float = 0.0, max_combin
     index = {k: i for i, k in enumerate(combos)}
     code = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
     return combos, code
+
+
+def most_active_modes(loadings: np.ndarray, top: int | None = None, threshold: float = 0.0) -> np.ndarray:
+    """Indices of the modes sorted by the number of bins they are active in (``loading > threshold``; most
+    first, ties in index order), at most ``top``; modes that are never active are left out."""
+    count = (np.asarray(loadings) > threshold).sum(0)
+    order = np.argsort(-count, kind="stable")
+    order = order[count[order] > 0]
+    return order[:top] if top else order
 
 
 @dataclass
@@ -96,7 +106,7 @@ class ConditionedRFAccumulator:
                  frame_shape: tuple[int, int], threshold: float = 0.0, keep: str = "full",
                  device: torch.device | str = "cpu") -> None:
         if keep not in ("full", "rank1"):
-            raise ValueError(f"keep: expected 'full' or 'rank1', found {keep!r}")
+            raise ModesError(f"keep: expected 'full' or 'rank1', found {keep!r}")
         self.k, self.combos, self.c = n_modes, list(combos), n_cells
         self.h, self.frame_shape, self.threshold, self.keep = history, tuple(frame_shape), threshold, keep
         rows = n_modes + len(self.combos) + 1
@@ -192,10 +202,73 @@ def mode_conditioned_rfs(
 
     ``loadings (T_b, K)`` must be aligned with ``bins (T_b,)`` (default: the window bins of ``split``).
     """
+    return conditioned_rfs_by_set(
+        model, recording, {"": loadings}, bins, split=split, cells=cells, threshold=threshold,
+        max_combinations=max_combinations, min_count=min_count, keep=keep, sources=sources,
+        batch_size=batch_size, history=history, offset=offset, quiet=quiet)[""]
+
+
+def conditioned_rfs_by_set(model: nn.Module, recording: Recording, loadings: Mapping[str, np.ndarray],
+                           bins: np.ndarray | None = None, *, split: str | None = None,
+                           cells: Sequence[int] | None = None, threshold: float = 0.0, max_combinations: int = 32,
+                           min_count: int = 1, keep: str = "full", sources: bool = True, batch_size: int = 64,
+                           history: int | None = None, offset: int | None = None, rank1_float64: bool = True,
+                           quiet: bool | None = None) -> dict[str, tuple[ConditionedRFs, DynamicRFSources | None]]:
+    """:func:`mode_conditioned_rfs` for several sets of loadings on the same bins (e.g. the modes of each layer)
+    in one pass: each IRF batch is computed once and added to every set's sums.
+
+    ``loadings`` maps a name to ``(T_b, K_name)`` loadings aligned with ``bins (T_b,)``; returns
+    ``{name: (ConditionedRFs, DynamicRFSources or None)}``. ``rank1_float64``: the per-bin rank-1 parts
+    (for ``keep="rank1"`` and the sources' spatial features) in float64 (default) or in the IRFs' own
+    precision (``False``, what ``retina-codec demo`` has always used).
+    """
     history, offset = model_window(model, history, offset)
     if bins is None:
         bins = recording.window_bins(split, history, offset)
     bins = np.asarray(bins, dtype=np.int64)
+    sets = {name: _checked_loadings(a, bins) for name, a in loadings.items()}
+    outside = ~np.isin(bins, recording.window_bins(None, history, offset))
+    if outside.any():  # checked before any IRF is computed, not when the stream reaches them
+        raise ShapeMismatchError(f"bins: expected bins with a full {history}-frame window inside the "
+                                 f"{recording.n_frames}-frame recording, found {int(outside.sum())} outside "
+                                 f"({int(bins[outside].min())}..{int(bins[outside].max())})")
+    order = np.argsort(bins, kind="stable")
+    bins = bins[order]
+    state: dict[str, dict[str, object]] = {}
+    for name, a in sets.items():
+        a = a[order]
+        combos, code = active_combinations(a, threshold, max_combinations, min_count)
+        state[name] = {"loadings": torch.as_tensor(a), "code": torch.as_tensor(code), "combos": combos}
+    pos = 0
+    for bb, jac, _ in iter_irfs(model, recording, bins, cells, history=history, offset=offset,
+                                batch_size=batch_size, quiet=quiet):
+        b, n_cells = len(bb), jac.shape[1]
+        if cells is None:
+            cells = list(range(n_cells))
+        irfs = jac.reshape(b * n_cells, history, -1)
+        s, t, _ = batched_rank1(irfs.double() if rank1_float64 else irfs)
+        feats = spatial_features(s, recording.frame_shape).reshape(b, n_cells, -1) if sources else None
+        for st in state.values():
+            k = st["loadings"].shape[1]
+            if "acc" not in st:
+                st["acc"] = ConditionedRFAccumulator(k, st["combos"], n_cells, history, recording.frame_shape,
+                                                     threshold, keep, device=jac.device)
+                st["src"] = SourcesAccumulator(k, n_cells, history, recording.frame_shape, threshold,
+                                               device=jac.device) if sources else None
+            a, cd = st["loadings"][pos : pos + b], st["code"][pos : pos + b]
+            st["acc"].update(jac, a, cd, rank1=(s, t))
+            if st["src"] is not None:
+                st["src"].update(jac, a, feats)
+        pos += b
+    if pos == 0:
+        raise ShapeMismatchError("bins: no bins to condition on")
+    return {name: (st["acc"].result(list(cells)), st["src"].result() if st["src"] is not None else None)
+            for name, st in state.items()}
+
+
+def _checked_loadings(loadings: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """``loadings`` as float64, a :class:`ShapeMismatchError` unless ``(len(bins), K)``, a :class:`ModesError`
+    when not finite."""
     loadings = np.asarray(loadings, dtype=np.float64)
     if loadings.ndim != 2 or loadings.shape[0] != len(bins):
         raise ShapeMismatchError(f"loadings: expected shape ({len(bins)}, K) aligned with the bins, "
@@ -204,35 +277,4 @@ def mode_conditioned_rfs(
     if bad.any():  # NaN loadings would pass no threshold and break the rank-1 fits much later
         raise ModesError(f"loadings: expected finite values, found {int(bad.sum())} NaN/inf "
                          f"(first in row {int(np.flatnonzero(bad.any(axis=1))[0])})")
-    outside = ~np.isin(bins, recording.window_bins(None, history, offset))
-    if outside.any():  # checked before any IRF is computed, not when the stream reaches them
-        raise ShapeMismatchError(f"bins: expected bins with a full {history}-frame window inside the "
-                                 f"{recording.n_frames}-frame recording, found {int(outside.sum())} outside "
-                                 f"({int(bins[outside].min())}..{int(bins[outside].max())})")
-    order = np.argsort(bins, kind="stable")
-    bins, loadings = bins[order], loadings[order]
-    combos, code = active_combinations(loadings, threshold, max_combinations, min_count)
-    code_t = torch.as_tensor(code)
-    load_t = torch.as_tensor(loadings)
-    acc = src = None
-    pos = 0
-    for bb, jac, _ in iter_irfs(model, recording, bins, cells, history=history, offset=offset,
-                                batch_size=batch_size, quiet=quiet):
-        if acc is None:
-            n_cells = jac.shape[1]
-            cells = list(range(n_cells)) if cells is None else list(cells)
-            acc = ConditionedRFAccumulator(loadings.shape[1], combos, n_cells, history, recording.frame_shape,
-                                           threshold, keep, device=jac.device)
-            if sources:
-                src = SourcesAccumulator(loadings.shape[1], n_cells, history, recording.frame_shape,
-                                         threshold, device=jac.device)
-        b = len(bb)
-        a, cd = load_t[pos : pos + b], code_t[pos : pos + b]
-        pos += b
-        s, t, _ = batched_rank1(jac.reshape(b * jac.shape[1], history, -1).double())
-        acc.update(jac, a, cd, rank1=(s, t))
-        if src is not None:
-            src.update(jac, a, spatial_features(s, recording.frame_shape).reshape(b, jac.shape[1], -1))
-    if acc is None:
-        raise ValueError("bins: no bins to condition on")
-    return acc.result(cells or []), (src.result() if src is not None else None)
+    return loadings

@@ -36,6 +36,7 @@ import numpy as np
 import scipy.fft
 import torch
 
+from ..errors import ReceptiveFieldError
 from ..recordings.windows import frames_of_windows
 from ..torch_utils.devices import resolve_device
 
@@ -243,12 +244,12 @@ class WindowCorrelator:
     def __init__(self, n_cells: int, history: int, frame_shape: tuple[int, int], method: str = "fft",
                  device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> None:
         if method not in METHODS:
-            raise ValueError(f"method: expected one of {METHODS}, found {method!r}")
+            raise ReceptiveFieldError(f"method: expected one of {METHODS}, found {method!r}")
         self.n_cells, self.history = int(n_cells), int(history)
         self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
         self.method, self.device, self.dtype = method, resolve_device(device), dtype
         if method == "int8" and self.device.type != "cpu":
-            raise ValueError(f"method 'int8' runs on the CPU only, found device {self.device}")
+            raise ReceptiveFieldError(f"method 'int8' runs on the CPU only, found device {self.device}")
         # chunks that do not qualify for int8 (method "auto") use the FFT
         self._float_method = "direct" if method == "direct" else "fft"
         self._int8 = method in ("int8", "auto") and self.device.type == "cpu" and hasattr(torch, "_int_mm")
@@ -287,7 +288,7 @@ class WindowCorrelator:
         """
         b, h = windows.shape[0], self.history
         if tuple(windows.shape[1:]) != (h,) + self.frame_shape:
-            raise ValueError(f"windows: expected shape (B, {h}, {self.frame_shape[0]}, {self.frame_shape[1]}), "
+            raise ReceptiveFieldError(f"windows: expected shape (B, {h}, {self.frame_shape[0]}, {self.frame_shape[1]}), "
                              f"found {tuple(windows.shape)}")
         if b == 0:
             return
@@ -307,7 +308,7 @@ class WindowCorrelator:
         by ``weights (B, N)`` (bin b's window is ``frames[b : b + h]``)."""
         b, h = len(weights), self.history
         if tuple(frames.shape) != (b + h - 1,) + self.frame_shape:
-            raise ValueError(f"frames: expected shape {(b + h - 1,) + self.frame_shape} for {b} bins, "
+            raise ReceptiveFieldError(f"frames: expected shape {(b + h - 1,) + self.frame_shape} for {b} bins, "
                              f"found {tuple(frames.shape)}")
         if b == 0:
             return
@@ -325,7 +326,7 @@ class WindowCorrelator:
         codes, non-integer weights, method not int8/auto, not on the CPU): then add it with :meth:`update`."""
         b, h = len(weights), self.history
         if tuple(raw.shape) != (b + h - 1,) + self.frame_shape:
-            raise ValueError(f"raw frames: expected shape {(b + h - 1,) + self.frame_shape} for {b} bins, "
+            raise ReceptiveFieldError(f"raw frames: expected shape {(b + h - 1,) + self.frame_shape} for {b} bins, "
                              f"found {tuple(raw.shape)}")
         if not self._int8 or np.asarray(raw).dtype.kind not in "iub":
             return False
@@ -351,7 +352,7 @@ class WindowCorrelator:
         b, h = len(weights), self.history
         w8 = _int8_weights(weights)
         if w8 is not None and w8.shape != (b, self.n_cells):
-            raise ValueError(f"weights: expected shape ({b}, {self.n_cells}), found {tuple(w8.shape)}")
+            raise ReceptiveFieldError(f"weights: expected shape ({b}, {self.n_cells}), found {tuple(w8.shape)}")
         x = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
         x = x.reshape(b + h - 1, -1)
         codes = None
@@ -362,7 +363,7 @@ class WindowCorrelator:
             codes = two_level_codes(x, self._codes[:rows], self._raw_levels if affine else self._levels)
         if codes is None:
             if (self.method == "int8") if strict is None else strict:
-                raise ValueError("method 'int8': expected frames with two values and integer weights in "
+                raise ReceptiveFieldError("method 'int8': expected frames with two values and integer weights in "
                                  "[-128, 127] (binary noise, spike counts); use 'auto' to fall back to 'fft'")
             return False
         k, lo, hi = codes
@@ -416,7 +417,7 @@ class WindowCorrelator:
     def _accumulate(self, buf: torch.Tensor, weights: np.ndarray | torch.Tensor, b: int) -> None:
         w = torch.as_tensor(weights).to(self.device, self.dtype)
         if w.ndim != 2 or w.shape != (b, self.n_cells):
-            raise ValueError(f"weights: expected shape ({b}, {self.n_cells}), found {tuple(w.shape)}")
+            raise ReceptiveFieldError(f"weights: expected shape ({b}, {self.n_cells}), found {tuple(w.shape)}")
         self._weight += w.sum(0).to(torch.float64)
         self.n_bins += b
         g = buf.reshape(buf.shape[0], -1)

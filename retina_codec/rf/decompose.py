@@ -2,7 +2,7 @@
 
 A receptive field ``(h, H, W)`` (oldest frame first) is written as ``Σ_k s_k · t_k(τ) ⊗ x_k(y, x)`` with
 orthonormal temporal components ``t_k (h,)`` and spatial components ``x_k (H, W)``. SVD leaves each pair's
-sign free; we fix it (DESIGN.md §7) so that **the spatial component correlates positively with the RF's
+sign free; we fix it (docs/definitions.md#rank-1-decomposition) so that **the spatial component correlates positively with the RF's
 peak frame** (the frame with the largest energy ``Σ_yx rf²``). The polarity therefore lives in the
 spatial map: an OFF cell's rank-1 spatial RF has a negative centre, an ON cell's a positive one, and the
 temporal component is positive at the peak lag. (pyret's ``lowranksta`` instead fixes the sign of the
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..errors import ReceptiveFieldError
 
 __all__ = ["SpaceTimeComponents", "space_time_svd", "peak_frame", "batched_rank1", "peak_box", "denoise_rank1"]
 
@@ -55,7 +57,7 @@ def space_time_svd(rf: np.ndarray, rank: int = 1, center: bool = False) -> Space
     """
     rf = np.asarray(rf, dtype=np.float64)
     if rf.ndim < 3:
-        raise ValueError(f"rf: expected shape (*L, h, H, W) with at least 3 dims, found {rf.shape}")
+        raise ReceptiveFieldError(f"rf: expected shape (*L, h, H, W) with at least 3 dims, found {rf.shape}")
     *lead, h, hh, ww = rf.shape
     if center:
         rf = rf - rf.mean(axis=(-3, -2, -1), keepdims=True)

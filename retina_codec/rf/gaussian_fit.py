@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from ..errors import ReceptiveFieldError
+
 __all__ = ["GaussianFit", "fit_gaussian", "fit_gaussians", "gaussian_2d"]
 
 
@@ -94,7 +96,7 @@ def fit_gaussian(spatial: np.ndarray) -> GaussianFit:
     """Fit one spatial RF ``(H, W)``; NaN fields for an all-zero or non-finite map."""
     img = np.asarray(spatial, dtype=np.float64)
     if img.ndim != 2:
-        raise ValueError(f"spatial: expected shape (H, W), found {img.shape}")
+        raise ReceptiveFieldError(f"spatial: expected shape (H, W), found {img.shape}")
     if not np.isfinite(img).all() or not np.any(img):
         return GaussianFit(*([np.nan] * 8))
     scale = np.abs(img).max()
@@ -124,5 +126,5 @@ def fit_gaussians(spatial: np.ndarray) -> list[GaussianFit]:
     """Fit every map of a stack ``(N, H, W)``."""
     spatial = np.asarray(spatial)
     if spatial.ndim != 3:
-        raise ValueError(f"spatial: expected shape (N, H, W), found {spatial.shape}")
+        raise ReceptiveFieldError(f"spatial: expected shape (N, H, W), found {spatial.shape}")
     return [fit_gaussian(s) for s in spatial]

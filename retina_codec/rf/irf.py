@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ModelContractError
 from ..models.base import input_norm, model_windows, warn_frame_rate
+from ..models.contract import window_spec
 from ..progress import progress
 from ..recordings import Recording
 from ..torch_utils.fft_conv import fft_inference
@@ -58,8 +60,6 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 def model_window(model: nn.Module, history: int | None = None, offset: int | None = None) -> tuple[int, int]:
     """``(history, offset)`` from the model's checked ``input_spec`` (arguments win; a module without one
     needs ``history``): :func:`~retina_codec.models.contract.window_spec`."""
-    from ..models.contract import window_spec
-
     return window_spec(model, history, offset, "receptive fields")
 
 
@@ -75,8 +75,6 @@ def input_jacobian(model: nn.Module, x: torch.Tensor, cells: Sequence[int],
     with torch.enable_grad():
         out = model(x)
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
-            from ..errors import ModelContractError
-
             raise ModelContractError(
                 f"model output: expected rates ({x.shape[0]}, N), found {tuple(out.shape)}"
                 + ("; wrap a time-resolved (B, T', N) model first: retina_codec.models.wrap(module, ...) takes its "

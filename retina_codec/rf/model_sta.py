@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ReceptiveFieldError
 from ..progress import progress
 from ..torch_utils.fft_conv import fft_inference
 from .correlate import WindowCorrelator
@@ -31,7 +32,7 @@ def white_noise(shape: tuple[int, ...], generator: torch.Generator, kind: str = 
     elif kind == "gaussian":
         x = torch.randn(shape, generator=generator, device=device)
     else:
-        raise ValueError(f"kind: expected 'binary' or 'gaussian', found {kind!r}")
+        raise ReceptiveFieldError(f"kind: expected 'binary' or 'gaussian', found {kind!r}")
     return x * float(contrast)
 
 
@@ -40,8 +41,16 @@ def _frame_shape(model: nn.Module, frame_shape: Sequence[int] | None) -> tuple[i
         return (int(frame_shape[0]), int(frame_shape[1]))
     spec = getattr(model, "input_spec", None)
     if spec is None:
-        raise ValueError("frame_shape: the model has no input_spec; pass frame_shape=(H, W)")
+        raise ReceptiveFieldError("frame_shape: the model has no input_spec; pass frame_shape=(H, W)")
     return (spec.height, spec.width)
+
+
+def _noise_setup(model: nn.Module, history: int | None, frame_shape: Sequence[int] | None,
+                 seed: int) -> tuple[int, tuple[int, int], torch.device, torch.Generator]:
+    """``(history, (H, W), the model's device, a generator seeded with seed on it)`` for white-noise probes."""
+    history, _ = model_window(model, history)
+    dev = model_device(model)
+    return history, _frame_shape(model, frame_shape), dev, torch.Generator(device=dev).manual_seed(seed)
 
 
 def model_sta_gradient(
@@ -58,10 +67,7 @@ def model_sta_gradient(
     quiet: bool | None = None,
 ) -> np.ndarray:
     """Mean input gradient of each chosen cell's rate over white-noise windows: ``(C, h, H, W)`` float64."""
-    history, _ = model_window(model, history)
-    hw = _frame_shape(model, frame_shape)
-    dev = model_device(model)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    history, hw, dev, gen = _noise_setup(model, history, frame_shape, seed)
     total = torch.zeros((len(cells), history) + hw, dtype=torch.float64, device=dev)
     done = 0
     with fft_inference(model):  # eval mode, frozen weights; FFT convolutions on a CPU
@@ -92,10 +98,7 @@ def model_reverse_correlation(
     model's rates weight the windows (:class:`~retina_codec.rf.correlate.WindowCorrelator`), so memory does
     not grow with ``n_frames``. Returns ``(sta (C, h, H, W) float64, mean rate per cell (C,))``.
     """
-    history, _ = model_window(model, history)
-    hw = _frame_shape(model, frame_shape)
-    dev = model_device(model)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    history, hw, dev, gen = _noise_setup(model, history, frame_shape, seed)
     corr: WindowCorrelator | None = None
     tail = white_noise((history - 1,) + hw, gen, kind, contrast, dev)
     n_bins = 0

@@ -36,8 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import ReceptiveFieldError
 from ..progress import progress
 from ..recordings import Recording
+from ..recordings.cells import resolve_cells
 from ..recordings.frames import raw_frames
 from ..recordings.windows import bin_chunks, window_start
 from .correlate import WindowCorrelator, resolve_device
@@ -52,20 +54,12 @@ def window_lags(history: int, offset: int = 1) -> np.ndarray:
 
 
 def select_cells(recording: Recording, cells: Sequence[int | str] | None) -> np.ndarray:
-    """Column indices of ``cells`` (indices or ids; ``None`` = all) in the recording's responses."""
+    """Column indices ``(N,)`` int64 of ``cells`` in the recording's responses (``None`` = all), by the one
+    cell rule (:func:`retina_codec.recordings.cells.resolve_cells`: an id match wins, else an integer or a
+    digit string is an index); an unknown cell is an :class:`~retina_codec.errors.UnknownCellError`."""
     if cells is None:
         return np.arange(recording.n_cells)
-    out = []
-    for c in cells:
-        if isinstance(c, str):
-            if c not in recording.cell_ids:
-                raise KeyError(f"cells: id {c!r} not in the recording; available: {recording.cell_ids}")
-            out.append(recording.cell_ids.index(c))
-        else:
-            if not 0 <= int(c) < recording.n_cells:
-                raise IndexError(f"cells: index {c} out of range for {recording.n_cells} cells")
-            out.append(int(c))
-    return np.asarray(out, dtype=np.int64)
+    return np.asarray(resolve_cells(cells, recording.cell_ids, recording.n_cells), dtype=np.int64)
 
 
 @dataclass
@@ -131,7 +125,7 @@ def spike_triggered_average(
     idx = select_cells(recording, cells)
     resp = recording.responses[:, idx] if weights is None else np.asarray(weights)
     if resp.ndim != 2 or resp.shape[0] != recording.n_frames:
-        raise ValueError(f"weights: expected shape ({recording.n_frames}, N), found {resp.shape}")
+        raise ReceptiveFieldError(f"weights: expected shape ({recording.n_frames}, N), found {resp.shape}")
     corr = WindowCorrelator(resp.shape[1], history, recording.frame_shape, method=method,
                             device=device, dtype=dtype)
     bins = recording.window_bins(split, history, offset)
@@ -202,21 +196,21 @@ def spike_triggered_covariance(
     hh, ww = recording.frame_shape
     y0, y1, x0, x1 = crop if crop is not None else (0, hh, 0, ww)
     if not (0 <= y0 < y1 <= hh and 0 <= x0 < x1 <= ww):
-        raise ValueError(f"crop: expected 0 <= y0 < y1 <= {hh} and 0 <= x0 < x1 <= {ww}, found {crop}")
+        raise ReceptiveFieldError(f"crop: expected 0 <= y0 < y1 <= {hh} and 0 <= x0 < x1 <= {ww}, found {crop}")
     lag_idx = np.arange(history) if lags is None else np.asarray(lags, dtype=np.int64)
     if lag_idx.size == 0 or lag_idx.min() < 0 or lag_idx.max() >= history:
-        raise ValueError(f"lags: expected window positions in [0, {history}), found {lags}")
+        raise ReceptiveFieldError(f"lags: expected window positions in [0, {history}), found {lags}")
     d_win = len(lag_idx) * (y1 - y0) * (x1 - x0)
     dev = resolve_device(device)
     proj = None
     if basis is not None:
         basis = np.asarray(basis, dtype=np.float64)
         if basis.ndim != 2 or basis.shape[0] != d_win:
-            raise ValueError(f"basis: expected shape ({d_win}, k) for the selected window, found {basis.shape}")
+            raise ReceptiveFieldError(f"basis: expected shape ({d_win}, k) for the selected window, found {basis.shape}")
         proj = torch.as_tensor(basis, dtype=dtype, device=dev)
     d = d_win if proj is None else proj.shape[1]
     if d > max_dim:
-        raise ValueError(f"STC over {d} dimensions needs {len(idx) * d * d * 8 / 1e9:.1f} GB; "
+        raise ReceptiveFieldError(f"STC over {d} dimensions needs {len(idx) * d * d * 8 / 1e9:.1f} GB; "
                          f"max_dim is {max_dim}: crop, subsample lags or pass a low-rank basis")
     sxx = torch.zeros((len(idx), d, d), dtype=torch.float64, device=dev)
     sx = torch.zeros((len(idx), d), dtype=torch.float64, device=dev)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import lfilter
 
+from ..errors import SimulationError
+
 __all__ = ["dog", "gaussian_weights", "biphasic_kernel", "delayed_exponential", "CausalFilter",
            "to_window_order"]
 
@@ -58,7 +60,7 @@ def biphasic_kernel(n_lags: int, order: int, tau_fast: float, tau_slow: float, b
     quarter of the lags and scaled to unit peak. Lags ``< delay`` are zero (``delay >= 1``).
     """
     if delay < 1:
-        raise ValueError(f"delay: expected >= 1 frame (causal), found {delay}")
+        raise SimulationError(f"delay: expected >= 1 frame (causal), found {delay}")
     lags = np.arange(n_lags, dtype=np.float64) - delay
     k = _gamma_lobe(lags, order, tau_fast) - biphasic * _gamma_lobe(lags, order, tau_slow)
     k[: delay] = 0.0
@@ -71,7 +73,7 @@ def delayed_exponential(n_lags: int, delay: int, tau: float) -> np.ndarray:
     """``(n_lags,)`` low-pass kernel by lag: zero before ``delay`` (>= 1), then ``exp(-(lag - delay) / tau)``,
     unit sum."""
     if delay < 1:
-        raise ValueError(f"delay: expected >= 1 frame (causal), found {delay}")
+        raise SimulationError(f"delay: expected >= 1 frame (causal), found {delay}")
     lags = np.arange(n_lags, dtype=np.float64)
     k = np.where(lags >= delay, np.exp(-(lags - delay) / tau), 0.0)
     return k / k.sum()
@@ -85,9 +87,9 @@ def to_window_order(kernel: np.ndarray, history: int) -> np.ndarray:
     """
     kernel = np.asarray(kernel, np.float64)
     if kernel[0] != 0:
-        raise ValueError("kernel[0] must be 0: with offset=1 the window does not hold the current frame")
+        raise SimulationError("kernel[0] must be 0: with offset=1 the window does not hold the current frame")
     if len(kernel) > history + 1:
-        raise ValueError(f"kernel of {len(kernel)} lags does not fit a {history}-frame window")
+        raise SimulationError(f"kernel of {len(kernel)} lags does not fit a {history}-frame window")
     out = np.zeros(history)
     lags = np.arange(1, len(kernel))
     out[history - lags] = kernel[1:]

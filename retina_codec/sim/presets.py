@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from ..errors import SimulationError
+
 __all__ = ["SimParams", "PRESETS", "resolve_params"]
 
 
@@ -89,15 +91,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 def resolve_params(preset: str = "default", **overrides: Any) -> SimParams:
     """The preset's settings with ``overrides`` applied; unknown names raise ``ValueError``."""
     if preset not in PRESETS:
-        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, found {preset!r}")
+        raise SimulationError(f"preset: expected one of {sorted(PRESETS)}, found {preset!r}")
     names = {f.name for f in fields(SimParams)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"simulate_retina: unknown setting(s) {unknown}; known settings: {sorted(names)}")
+        raise SimulationError(f"simulate_retina: unknown setting(s) {unknown}; known settings: {sorted(names)}")
     kw = {**PRESETS[preset], **overrides}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items()}
     p = replace(SimParams(), **kw)
     if p.ln_history < p.bipolar_lags - 1:  # the LN filter (lags 1 .. bipolar_lags - 1) must fit its window
-        raise ValueError(f"ln_history: expected at least bipolar_lags - 1 = {p.bipolar_lags - 1} frames, "
+        raise SimulationError(f"ln_history: expected at least bipolar_lags - 1 = {p.bipolar_lags - 1} frames, "
                          f"found {p.ln_history}")
     return p

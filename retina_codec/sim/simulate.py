@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
 from .._version import __version__
 from ..recordings import ArrayFrames, GroundTruth, Recording
+from ..stores.codec import to_json
 from .circuit import Calibration, Circuit, CircuitOutput
 from .kernels import to_window_order
 from .layout import Layout, make_layout
@@ -132,16 +134,10 @@ def simulate_retina(preset: str = "default", seed: int = 0, quiet: bool | None =
             response_unit="count",
             stimulus_name=kind,
             provenance={"simulator": SIMULATOR, "preset": preset, "seed": int(seed),
-                        "version": __version__, "overrides": {k: _jsonable(v) for k, v in overrides.items()}},
+                        "version": __version__, "overrides": json.loads(to_json(dict(overrides), sort_keys=False))},
             ground_truth=gt,
         ))
         t0 += n_frames / p.frame_rate
     return recordings
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (tuple, list, np.ndarray)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..errors import SimulationError
+
 __all__ = ["white_noise", "natural_movie", "NaturalMovie", "sample_photos", "PHOTO_NAMES"]
 
 PHOTO_NAMES = ("china.jpg", "flower.jpg")
@@ -106,7 +108,7 @@ def natural_movie(
     photos = sample_photos(downsample)
     limits = [(p.shape[0] - size, p.shape[1] - size) for p in photos]
     if min(min(lim) for lim in limits) < 2 * jitter_max_px:
-        raise ValueError(f"photographs downsampled by {downsample} are too small for {size}-pixel crops")
+        raise SimulationError(f"photographs downsampled by {downsample} are too small for {size}-pixel crops")
     onsets = _saccade_onsets(n_frames, rng, frame_rate, saccade_interval_s, min_saccade_interval_s)
 
     # fixation segments: (photo, fixation point) per segment

@@ -1,4 +1,4 @@
-"""Layer statistics for the classifier comparison (DESIGN.md §8): Hoyer sparsity, class-mean
+"""Layer statistics for the classifier comparison (docs/definitions.md#classifier-statistics): Hoyer sparsity, class-mean
 dimensionality and participation ratio, E/I correlation — for contributions and for activations."""
 
 from .layers import (

@@ -1,4 +1,4 @@
-"""Sparsity, dimensionality and E/I correlation of per-sample channel vectors (DESIGN.md §8).
+"""Sparsity, dimensionality and E/I correlation of per-sample channel vectors (docs/definitions.md#classifier-statistics).
 
 - :func:`hoyer_sparsity` — per sample over channels, ``(√d − ‖v‖₁/‖v‖₂)/(√d − 1)``: 0 for a vector with
   equal magnitudes everywhere, 1 for a vector with one non-zero entry (NaN for an all-zero vector).
@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import StatisticsError
+
 __all__ = ["hoyer_sparsity", "class_means", "pca_spectrum", "n_components", "participation_ratio",
            "class_mean_dimensionality", "ei_correlation", "split_halves", "net_channels"]
 
@@ -25,7 +27,7 @@ def _matrix(x: Any, name: str) -> np.ndarray:
     if a.ndim == 1:
         a = a[None]
     if a.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_samples, n_channels); found shape {a.shape}")
+        raise StatisticsError(f"{name}: expected a 2-D array (n_samples, n_channels); found shape {a.shape}")
     return a
 
 
@@ -48,7 +50,7 @@ def class_means(x: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     a = _matrix(x, "x")
     y = np.asarray(labels).reshape(-1)
     if y.shape[0] != a.shape[0]:
-        raise ValueError(f"labels: expected {a.shape[0]} labels to match x; found {y.shape[0]}")
+        raise StatisticsError(f"labels: expected {a.shape[0]} labels to match x; found {y.shape[0]}")
     classes, inv = np.unique(y, return_inverse=True)
     sums = np.zeros((classes.size, a.shape[1]))
     np.add.at(sums, inv, a)
@@ -93,7 +95,7 @@ def split_halves(split: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(C⁻ (n, C), C⁺ (n, C))`` of E/I-split vectors ``[C⁻, C⁺] (n, 2C)``."""
     a = _matrix(split, "split")
     if a.shape[1] % 2:
-        raise ValueError(f"split: expected an even number of columns [negative, positive]; found {a.shape[1]}")
+        raise StatisticsError(f"split: expected an even number of columns [negative, positive]; found {a.shape[1]}")
     c = a.shape[1] // 2
     return a[:, :c], a[:, c:]
 

@@ -9,15 +9,19 @@ cross-correlation ``irfft2(rfft2(x) · conj(rfft2(w)))`` equals the valid cross-
 :class:`FFTConv2d` wraps an existing ``nn.Conv2d`` (sharing its parameters) and is differentiable in its
 input (autograd through ``rfft2`` / ``irfft2``); the weight spectrum is cached while the weight is frozen.
 :func:`fft_conv_swaps` lists the convolutions of a model worth swapping, for
-:func:`~retina_codec.contributions.hooks.swap_modules`; :func:`fft_convolutions` swaps them in for a block
-of training on the CPU and :func:`fft_inference` for a block of evaluation (predictions, validation, IRFs,
-model STAs).
+:func:`~retina_codec.torch_utils.hooks.swap_modules`; :func:`fft_convolutions` swaps them in for a block
+of training and :func:`fft_inference` for a block of evaluation (predictions, validation, IRFs, model STAs).
+
+Which convolution path runs where is decided in one place, :func:`conv_speed_policy`: every caller (the
+contributions engine, training, evaluation, :class:`~retina_codec.models.layers.FastCPUConv2d`) asks it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +29,52 @@ from torch import nn
 
 from .hooks import prepared_model, swap_modules
 
-__all__ = ["FFTConv2d", "fft_conv_eligible", "fft_conv_swaps", "fft_convolutions", "fft_inference"]
+__all__ = ["FFTConv2d", "fft_conv_eligible", "fft_conv_swaps", "fft_convolutions", "fft_inference", "ConvSpeed",
+           "conv_speed_policy", "model_device", "FAST_CONV", "CONV_PURPOSES"]
+
+FAST_CONV = ("auto", "fft", "native")
+CONV_PURPOSES = ("train", "inference", "contributions")
+
+
+@dataclass(frozen=True)
+class ConvSpeed:
+    """Which convolution paths to take: ``fft`` — large-kernel ``nn.Conv2d`` (stride 1, kernel side ≥ 7) as
+    :class:`FFTConv2d`; ``weight_grad_as_conv`` — :class:`~retina_codec.models.layers.FastCPUConv2d` computes
+    its weight gradient as one forward convolution."""
+
+    fft: bool
+    weight_grad_as_conv: bool
+
+
+def conv_speed_policy(device: torch.device | str | None, purpose: str, fast_conv: str = "auto") -> ConvSpeed:
+    """The one rule for convolution speed paths (same numbers to float rounding; timings in
+    benchmarks/RESULTS.md).
+
+    ``device``: where the model runs (``None``: a model without parameters, treated as the CPU);
+    ``purpose``: ``"train"``, ``"inference"`` or ``"contributions"``; ``fast_conv``: ``"fft"`` always FFTs,
+    ``"native"`` never, ``"auto"`` where measured faster — the CPU (a full-size retina BN-CNN trains ≈ 1.7–2×,
+    predicts ≈ 2×, computes IRFs ≈ 1.5× and contributions ≈ 15 % faster there), not a GPU (cuDNN picks its own
+    algorithm; untimed there). The weight gradient as a forward convolution: training on the CPU.
+    """
+    kind = "cpu" if device is None else torch.device(device).type
+    return _policy(kind, purpose, fast_conv)
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(kind: str, purpose: str, fast_conv: str) -> ConvSpeed:
+    if purpose not in CONV_PURPOSES:
+        raise ValueError(f"purpose: expected one of {CONV_PURPOSES}, found {purpose!r}")
+    if fast_conv not in FAST_CONV:
+        raise ValueError(f"fast_conv: expected one of {FAST_CONV}, found {fast_conv!r}")
+    cpu = kind == "cpu"
+    return ConvSpeed(fft=fast_conv == "fft" or (fast_conv == "auto" and cpu),
+                     weight_grad_as_conv=purpose == "train" and cpu)
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """The device of ``model``'s first parameter (``None`` without parameters)."""
+    first = next(model.parameters(), None)
+    return None if first is None else first.device
 
 
 def fft_conv_eligible(conv: nn.Module, min_kernel: int = 7) -> bool:
@@ -140,16 +189,16 @@ def fft_conv_swaps(model: nn.Module, min_kernel: int = 7, min_in_channels: int =
 
 
 @contextlib.contextmanager
-def fft_convolutions(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block a CPU model's large-kernel convolutions run as FFTs; the weights are shared and stay
-    trainable (their gradient flows through the FFTs: a full-size retina BN-CNN trains ≈ 1.7–2× faster on two
-    cores, benchmarks/RESULTS.md). The original modules are restored on exit, also after an error. A no-op
-    on other devices (cuDNN picks its own algorithm there). Inside the block ``model.state_dict()`` has the
-    wrapped names (``conv1.conv.conv.weight``): save or load state outside it.
+def fft_convolutions(model: nn.Module, purpose: str = "train") -> Iterator[nn.Module]:
+    """Within the block a model's large-kernel convolutions run as FFTs where :func:`conv_speed_policy` says
+    so (the CPU); the weights are shared and stay trainable (their gradient flows through the FFTs: a
+    full-size retina BN-CNN trains ≈ 1.7–2× faster on two cores, benchmarks/RESULTS.md). The original modules
+    are restored on exit, also after an error. A no-op elsewhere (cuDNN picks its own algorithm there).
+    Inside the block ``model.state_dict()`` has the wrapped names (``conv1.conv.conv.weight``): save or load
+    state outside it.
     """
-    first = next(model.parameters(), None)
-    cpu = first is None or first.device.type == "cpu"
-    with swap_modules(model, fft_conv_swaps(model) if cpu else {}):
+    fft = conv_speed_policy(model_device(model), purpose).fft
+    with swap_modules(model, fft_conv_swaps(model) if fft else {}):
         yield model
 
 
@@ -160,5 +209,5 @@ def fft_inference(model: nn.Module) -> Iterator[nn.Module]:
     ≈ 2× and computes IRFs ≈ 1.5× faster on two cores (benchmarks/RESULTS.md). Modes, ``requires_grad``
     flags and modules are restored on exit, also after an error.
     """
-    with prepared_model(model), fft_convolutions(model):
+    with prepared_model(model), fft_convolutions(model, "inference"):
         yield model

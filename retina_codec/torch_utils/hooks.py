@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import LayerNotFoundError
+from ..errors import LayerNotFoundError, LayerOutputError
 
 __all__ = [
     "canonical_name",
@@ -90,7 +90,7 @@ def swap_modules(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Ite
 def _first_tensor(output: object, name: str) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
-    raise TypeError(f"layer {name!r}: expected its forward to return one tensor, found {type(output).__name__}")
+    raise LayerOutputError(f"layer {name!r}: expected its forward to return one tensor, found {type(output).__name__}")
 
 
 @contextlib.contextmanager

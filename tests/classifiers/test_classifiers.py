@@ -74,7 +74,7 @@ def test_resnet_affine_stem_gives_the_same_contributions_as_the_full_path():
     x = torch.randn(2, 3, 48, 48)
     out = {}
     for stem in ("auto", ()):
-        with ContributionEngine(m, ["layer2.1", "layer4.1"], "contrastive", steps=5, stem=stem,
+        with ContributionEngine.from_settings(m, ["layer2.1", "layer4.1"], "contrastive", steps=5, stem=stem,
                                 device="cpu") as eng:
             out[stem] = eng.compute(x)
     for name in ("layer2.1", "layer4.1"):
@@ -120,7 +120,7 @@ def test_vit_affine_stem_matches_the_full_path_and_heads_can_be_ablated():
     heads = resolve_layers(v, "heads0")[0]
     res = {}
     for stem in ("auto", ()):
-        with ContributionEngine(v, [heads], "softmax_prob", steps=6, stem=stem, device="cpu") as eng:
+        with ContributionEngine.from_settings(v, [heads], "softmax_prob", steps=6, stem=stem, device="cpu") as eng:
             res[stem] = eng.compute(x).contributions[heads]
     torch.testing.assert_close(res["auto"], res[()], rtol=1e-4, atol=1e-6)
     with torch.no_grad():

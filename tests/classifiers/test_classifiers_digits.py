@@ -73,7 +73,7 @@ def test_save_and_load_round_trip_and_bad_checkpoint(cnn, data, tmp_path):
 def test_shipped_digits_cnn_loads_with_the_accuracy_its_card_states():
     folder = default_digits_path()
     if not (folder / "model.safetensors").exists():
-        pytest.skip("models/digits-cnn not present in this checkout")
+        pytest.skip("retina_codec/shipped/digits-cnn not present in this checkout")
     m = load_classifier("digits-cnn")
     d = load_digits_data(seed=0, norm=m.norm_stats)
     acc = evaluate_accuracy(m, d.x_test, d.y_test)
@@ -143,7 +143,7 @@ def test_masks_through_all_channels_equal_gradient_times_input_and_add_over_chan
 
 def test_cli_writes_self_describing_hdf5_and_figures(tmp_path, capsys):
     if not (default_digits_path() / "model.safetensors").exists():
-        pytest.skip("models/digits-cnn not present in this checkout")
+        pytest.skip("retina_codec/shipped/digits-cnn not present in this checkout")
     out = tmp_path / "res"
     args = ["-q", "classify-stats", "digits-cnn", "digits", "--out", str(out), "--max-per-class", "12",
             "--layers", "block2,block3", "--n-fractions", "3", "--mask-images", "2", "--threads", "1"]

@@ -64,7 +64,7 @@ def test_every_stage_refuses_an_unusable_device_with_one_error(monkeypatch, devi
         with pytest.raises(DeviceError, match=match):
             resolve(device)
     with pytest.raises(DeviceError, match=match):
-        ContributionEngine(torch.nn.Sequential(torch.nn.Linear(2, 2)), "0", device=device)
+        ContributionEngine.from_settings(torch.nn.Sequential(torch.nn.Linear(2, 2)), "0", device=device)
 
 
 @pytest.mark.parametrize("command", ["contributions", "rf"])

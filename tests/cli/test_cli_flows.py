@@ -223,8 +223,8 @@ def test_rf_store_carries_what_its_figures_need(imaging):
     # wrote none of them (lags drawn at 100 Hz for a 60 Hz movie, cells only by index)
     import h5py
 
-    from retina_codec.modes.store import read_loadings
     from retina_codec.report.figures import conditioned_gallery
+    from retina_codec.stores.modes import read_loadings
 
     d = imaging
     if not (d / "m_one.h5").exists():

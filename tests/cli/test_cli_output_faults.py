@@ -20,7 +20,7 @@ from retina_codec.contributions.store import partial_path
 from retina_codec.errors import OutputLockedError, OutputPathError
 from retina_codec.locking import OutputLock, lock_path
 from retina_codec.recordings.nwb import write_nwb
-from retina_codec.rf.store import write_rf
+from retina_codec.stores.rf import write_rf
 
 TORCH_THREADS = 1
 
@@ -31,7 +31,7 @@ TESTS = Path(__file__).parent.parent
 REPO = TESTS.parent
 
 
-MODEL = REPO / "models" / "bncnn-sim-default"
+MODEL = REPO / "retina_codec" / "shipped" / "bncnn-sim-default"
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_disk_full_in_the_nwb_writer_is_one_line_exit_2_and_no_segfault(full_fs)
 def test_disk_full_in_the_rf_store_is_one_line_and_leaves_no_file(full_fs):
     proc = _run_script("""
         from retina_codec.errors import RetinaCodecError
-        from retina_codec.rf.store import write_rf
+        from retina_codec.stores.rf import write_rf
         try:
             write_rf({out!r}, sta={{"sta": np.random.default_rng(0).random((8, 10, 100, 100))}})
         except RetinaCodecError as err:

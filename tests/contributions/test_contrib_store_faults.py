@@ -21,7 +21,7 @@ from _nwbio_helpers import natural_recording
 from retina_codec.contributions.store import partial_path, read_contributions, write_contributions
 from retina_codec.errors import OutputLockedError
 from retina_codec.locking import lock_path
-from retina_codec.rf.store import read_rf, write_rf
+from retina_codec.stores.rf import read_rf, write_rf
 
 TORCH_THREADS = 1
 

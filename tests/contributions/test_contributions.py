@@ -295,10 +295,10 @@ def test_surprisal_target_fits_on_the_inputs_by_default(bncnn, x_retina):
 
 def test_affine_stem_shortcut_gives_the_same_numbers_as_running_the_stem_per_step(bncnn, x_retina):
     layers = ["conv1.bn", "conv1", "conv2"]
-    with ContributionEngine(bncnn, layers, [0, 1], steps=6, reduce=None, dtype=F64) as eng:
+    with ContributionEngine.from_settings(bncnn, layers, [0, 1], steps=6, reduce=None, dtype=F64) as eng:
         assert eng.stem is not None
         fast = eng.compute(x_retina)
-    with ContributionEngine(bncnn, layers, [0, 1], steps=6, reduce=None, dtype=F64, stem=()) as eng:
+    with ContributionEngine.from_settings(bncnn, layers, [0, 1], steps=6, reduce=None, dtype=F64, stem=()) as eng:
         assert eng.stem is None
         slow = eng.compute(x_retina)
     for layer in layers:
@@ -309,7 +309,7 @@ def test_a_wrong_affine_stem_is_detected(bncnn, x_retina):
     # conv1.relu is not affine: replaying stem(x) reproduces F(x) but not F(αx)
     wrong = ("conv1.conv", "conv1.bn", "conv1.relu")
     with pytest.raises(ValueError, match="affine_stem"):
-        with ContributionEngine(bncnn, ["conv2"], 0, steps=2, stem=wrong) as eng:
+        with ContributionEngine.from_settings(bncnn, ["conv2"], 0, steps=2, stem=wrong) as eng:
             eng.compute(x_retina)
     assert not has_hooks(bncnn)
     assert isinstance(bncnn.conv1.relu, torch.nn.ReLU)

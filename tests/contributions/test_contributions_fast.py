@@ -71,7 +71,7 @@ def test_fft_swaps_pick_only_large_plain_convolutions():
 
 
 def _engine_result(model, x, layers=("conv1", "conv2"), target="sum", steps=6, device="cpu", **kw):
-    with ContributionEngine(model, list(layers), target, steps=steps, device=device, **kw) as eng:
+    with ContributionEngine.from_settings(model, list(layers), target, steps=steps, device=device, **kw) as eng:
         return eng.compute(x)
 
 
@@ -100,7 +100,7 @@ def test_fft_option_leaves_small_kernel_networks_unchanged():
     kw = {"target": "top1_logit", "steps": 4, "device": "cpu", "quiet": True}
     ref = contributions(model, x, blocks, **kw)
     # TinyResNet's 3x3 convolutions are below the size limit: nothing is swapped, results are the same
-    with ContributionEngine(model, blocks, "top1_logit", steps=4, device="cpu", fast_conv="fft") as eng:
+    with ContributionEngine.from_settings(model, blocks, "top1_logit", steps=4, device="cpu", fast_conv="fft") as eng:
         assert not any(isinstance(m, FFTConv2d) for m in model.modules())
         got = eng.compute(x)
     for n in blocks:
@@ -133,7 +133,7 @@ def test_func_batched_backward_equals_is_grads_batched_for_per_cell_targets(fast
     for n in ref.contributions:
         torch.testing.assert_close(got.contributions[n], ref.contributions[n], rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="batched_backward"):
-        ContributionEngine(model, ["conv1"], batched_backward="vmap")
+        ContributionEngine.from_settings(model, ["conv1"], batched_backward="vmap")
     # bf16 autocast keeps autograd's batched backward (torch.func would mix bf16 and float32 there)
     m32, x32 = small_bncnn(n_cells=4, kernel_sizes=(7, 3)), x.float()
     kw = dict(target=[0, 1], autocast=True, fast_conv=fast_conv)
@@ -148,7 +148,7 @@ def test_an_out_of_memory_chunk_is_split_and_gives_identical_results(monkeypatch
     x = torch.randn(7, 6, 14, 14, dtype=F64, generator=torch.Generator().manual_seed(2))
     ref = _engine_result(model, x)
     calls = []
-    with ContributionEngine(model, ["conv1", "conv2"], "sum", steps=6, device="cpu") as eng:
+    with ContributionEngine.from_settings(model, ["conv1", "conv2"], "sum", steps=6, device="cpu") as eng:
         real = eng._compute
 
         def flaky(xx):
@@ -201,7 +201,7 @@ def test_gpu_contributions_match_cpu_float64_for_every_speed_option():
                         quiet=True)
     model.float()
     for opts in ({}, {"fast_conv": "fft"}, {"channels_last": True}):
-        with ContributionEngine(model, ["conv1", "conv2"], "sum", steps=10, device="cuda", **opts) as eng:
+        with ContributionEngine.from_settings(model, ["conv1", "conv2"], "sum", steps=10, device="cuda", **opts) as eng:
             got = eng.compute(x)
         for n in ("conv1", "conv2"):
             c = got.contributions[n].double().cpu().numpy()
@@ -313,18 +313,18 @@ def test_engine_folds_only_when_outputs_are_unchanged_and_results_match():
     model.bn.running_var.fill_(3.0)
     x = torch.randn(3, 2, 6, 6, dtype=F64)
     kw = {"target": "sum", "steps": 5, "device": "cpu"}
-    with ContributionEngine(model, ["bn"], fold_batchnorm=True, **kw) as eng:
+    with ContributionEngine.from_settings(model, ["bn"], fold_batchnorm=True, **kw) as eng:
         got = eng.compute(x)
         assert isinstance(model.bn, torch.nn.BatchNorm2d)  # refused: the skip also reads the conv output
-    with ContributionEngine(model, ["bn"], **kw) as eng:
+    with ContributionEngine.from_settings(model, ["bn"], **kw) as eng:
         ref = eng.compute(x)
     torch.testing.assert_close(got.contributions["bn"], ref.contributions["bn"])
     res = small_bncnn(n_cells=3).double()
     xr = torch.randn(4, 6, 14, 14, dtype=F64, generator=torch.Generator().manual_seed(3))
-    with ContributionEngine(res, ["conv1", "conv2"], fold_batchnorm=True, **kw) as eng:
+    with ContributionEngine.from_settings(res, ["conv1", "conv2"], fold_batchnorm=True, **kw) as eng:
         folded = eng.compute(xr)
         n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in res.modules())
-    with ContributionEngine(res, ["conv1", "conv2"], fold_batchnorm=False, **kw) as eng:
+    with ContributionEngine.from_settings(res, ["conv1", "conv2"], fold_batchnorm=False, **kw) as eng:
         plain = eng.compute(xr)
     assert n_bn < sum(isinstance(m, torch.nn.BatchNorm2d) for m in res.modules())  # some were folded
     for n in ("conv1", "conv2"):

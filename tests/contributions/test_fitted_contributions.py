@@ -17,7 +17,7 @@ from retina_codec.contributions import contributions
 from retina_codec.models import load_model
 from retina_codec.sim import simulate_retina
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "bncnn-sim-default"
+SHIPPED = Path(__file__).resolve().parents[2] / "retina_codec" / "shipped" / "bncnn-sim-default"
 
 
 @pytest.fixture(scope="module")

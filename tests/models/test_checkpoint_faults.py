@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from retina_codec.errors import CheckpointError
 from retina_codec.models import BNCNN, LinearStackedBNCNN, LNModel, load_model, save_model
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "bncnn-sim-default"
+SHIPPED = Path(__file__).resolve().parents[2] / "retina_codec" / "shipped" / "bncnn-sim-default"
 JSON, WEIGHTS = "model.json", "model.safetensors"
 
 

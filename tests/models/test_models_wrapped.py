@@ -313,7 +313,7 @@ def test_torch_func_backward_falls_back_with_a_warning():
 
 
 def test_engine_reports_the_stem_before_the_first_chunk(plain):
-    with ContributionEngine(plain, ["relu2"], "sum", steps=4, dtype=F64) as eng:
+    with ContributionEngine.from_settings(plain, ["relu2"], "sum", steps=4, dtype=F64) as eng:
         eng.output_shapes((10, 20, 20))
         assert eng.describe()["affine_stem"] == ["conv1", "bn1"]  # what a store records up front
 
@@ -326,7 +326,7 @@ def test_a_path_too_large_for_memory_is_walked_in_parts_with_the_same_numbers(ti
     x = torch.randn(3, 6, 12, 12, generator=torch.Generator().manual_seed(8))
     whole = contributions(m, x, ["act0", "act1"], target=[0, 2], steps=9, rule=rule, quiet=True, batch_size=3)
     monkeypatch.setenv("RETINA_CODEC_MEMORY_BUDGET", "40000")  # bytes: a few path points of one sample
-    with ContributionEngine(m, ["act0", "act1"], [0, 2], steps=9) as eng:
+    with ContributionEngine.from_settings(m, ["act0", "act1"], [0, 2], steps=9) as eng:
         assert eng.auto_batch_size((6, 12, 12)) == 1
         assert 2 <= eng.points_per_pass < 10
     parts = contributions(m, x, ["act0", "act1"], target=[0, 2], steps=9, rule=rule, quiet=True)
@@ -353,7 +353,7 @@ def test_the_column_buffer_of_cpu_3d_convolutions_is_counted_only_where_torch_un
     m = wrap(timecnn, history=6, frame_shape=(12, 12), channels=2)
     rows = {}
     for dt in (torch.float32, torch.float64):
-        with ContributionEngine(m, ["act0"], "sum", steps=4, dtype=dt) as eng:
+        with ContributionEngine.from_settings(m, ["act0"], "sum", steps=4, dtype=dt) as eng:
             rows[dt] = eng.probe((6, 12, 12))[1]
     col = (2 * 4 * 5 * 5 * 3 * 8 * 8 + 3 * 3 * 3 * 3 * 1 * 6 * 6) * 8  # conv0 and conv1, float64, one row
     expect_mkldnn = torch.backends.mkldnn.is_available()

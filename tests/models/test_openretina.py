@@ -283,7 +283,7 @@ def test_automatic_stem_gives_the_numbers_of_no_stem(model64, x64):
     layers = list(model64.hidden_layers)
     out = {}
     for stem in ("auto", None):
-        eng = ContributionEngine(model64, layers, [0, 2], steps=5, reduce=None, dtype=F64, stem=stem)
+        eng = ContributionEngine.from_settings(model64, layers, [0, 2], steps=5, reduce=None, dtype=F64, stem=stem)
         with eng:
             out[stem] = eng.compute(x64)
             settings = eng.describe()

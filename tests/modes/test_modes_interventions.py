@@ -19,7 +19,7 @@ from retina_codec.modes.interventions import (
     zero_channels,
 )
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "retina_codec" / "shipped"
 
 
 class TwoPathways(nn.Module):
@@ -147,7 +147,7 @@ def test_ablating_on_pathway_modes_lowers_on_cells_more_than_off_cells_on_the_fi
     path = _shipped_sim_model()
     if path is None:
         pytest.skip(f"needs a fitted simulated-retina model under {MODELS}/<name with 'sim'>/model.safetensors "
-                    "(make it with `retina-codec fit sim:default --out models/bncnn-sim-default`)")
+                    "(make it with `retina-codec fit sim:default --out retina_codec/shipped/bncnn-sim-default`)")
     from retina_codec.contributions import contributions
     from retina_codec.contributions.sources import as_source
     from retina_codec.models import load_model

@@ -10,13 +10,9 @@ from torch import nn
 from retina_codec.cli.main import main
 from retina_codec.errors import FileFormatError, LayerNotFoundError, ModesError
 from retina_codec.modes import ModeDecomposer, planted_dictionary
-from retina_codec.modes.store import (
-    load_decomposer,
-    read_layer_contributions,
-    read_loadings,
-    read_modes,
-    write_modes,
-)
+from retina_codec.modes.store import load_decomposer, write_modes
+from retina_codec.stores.contributions import read_layer_contributions
+from retina_codec.stores.modes import read_loadings, read_modes
 
 TORCH_THREADS = 1  # see conftest.py: tiny training runs are fastest on one thread
 
@@ -214,3 +210,17 @@ def test_cli_checks_a_missing_recording_before_training(cli_inputs, capsys, monk
     rc = main([*args[:-1], str(tmp_path / "nope.nwb"), "--out", str(tmp_path / "m.h5")])
     err = capsys.readouterr().err
     assert rc == 2 and "nope.nwb" in err and not (tmp_path / "m.h5").exists()
+
+
+def test_the_header_reader_gives_attributes_and_shape_without_the_arrays(tmp_path, planted):
+    from retina_codec.stores.modes import read_modes_header, read_sae_state
+
+    dec = ModeDecomposer(kind="topk", k=2, n_modes=16, max_epochs=1, quiet=True).fit(planted.X)
+    out = write_modes(tmp_path / "m.h5", dec, X=planted.X, layer="conv2", attrs={"frame_rate": 50.0})
+    attrs, (n, k) = read_modes_header(out)
+    assert (n, k) == (1500, dec.n_modes_) and attrs["layer"] == "conv2" and attrs["frame_rate"] == 50.0
+    assert attrs["settings"]["sae"]["kind"] == "topk" and attrs["target_index"] == -1
+    state = read_sae_state(out)
+    assert set(state) == set(dec.sae_.state_dict())
+    with pytest.raises(FileFormatError, match="modes file not found"):
+        read_modes_header(tmp_path / "missing.h5")

@@ -103,7 +103,7 @@ def test_demo_recomputes_a_missing_store_and_what_depends_on_it(demo, capsys):
 
 def test_demo_says_so_and_fits_a_small_model_when_the_shipped_one_is_missing(tmp_path, capsys, monkeypatch):
     """With no model given and none shipped, the model stage fits a small BN-CNN into OUT/model."""
-    import retina_codec.cli.demo as demo_mod
+    import retina_codec.pipeline.stages as demo_mod
 
     monkeypatch.setattr(demo_mod, "default_model_path", lambda: tmp_path / "no-such-model")
     d = Demo(DemoSettings(out=str(tmp_path / "out"), preset="small", fit_epochs=1, fit_steps=2, quiet=True))

@@ -1,4 +1,4 @@
-"""The shipped fitted retina model (models/bncnn-sim-default): issue 3's acceptance, checked again here.
+"""The shipped fitted retina model (retina_codec/shipped/bncnn-sim-default): issue 3's acceptance, checked again here.
 
 It is the BN-CNN fitted to the default simulated natural-scene recording (seed 0); its held-out prediction
 must correlate >= 0.8 (mean over cells) with the simulator's true rate on the test split.
@@ -18,7 +18,7 @@ from retina_codec.models import (
 )
 from retina_codec.sim import simulate_retina
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "bncnn-sim-default"
+SHIPPED = Path(__file__).resolve().parents[2] / "retina_codec" / "shipped" / "bncnn-sim-default"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from retina_codec.rf.decompose import denoise_rank1
 from retina_codec.rf.sta import spike_triggered_average
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "retina_codec" / "shipped"
 
 
 @pytest.fixture(scope="module")

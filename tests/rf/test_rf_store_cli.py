@@ -10,11 +10,11 @@ import torch
 from retina_codec.cli.main import main
 from retina_codec.plots.rf import plot_conditioned_gallery, plot_rank1, plot_rf_grid
 from retina_codec.recordings import Recording
-from retina_codec.report.stores import decode_attrs
 from retina_codec.rf.conditioned import ConditionedRFAccumulator, active_combinations
 from retina_codec.rf.gaussian_fit import fit_gaussians, gaussian_2d
 from retina_codec.rf.sta import spike_triggered_average
-from retina_codec.rf.store import read_rf, write_rf
+from retina_codec.stores.codec import decode_attrs
+from retina_codec.stores.rf import read_rf, write_rf
 
 
 def _recording(t=300, hw=10, n=3, seed=0):
@@ -189,3 +189,12 @@ def test_write_rf_array_attrs_are_json_lists(tmp_path):
     write_rf(path, attrs={"cells": np.array([6, 12]), "mixed": [np.int64(3), 1.5]})
     a = decode_attrs(read_rf(path)["attrs"])
     assert a["cells"] == [6, 12] and a["mixed"] == [3, 1.5]
+
+
+def test_the_reader_reads_only_the_groups_asked_for(tmp_path):
+    sta = spike_triggered_average(_recording(), history=4, quiet=True)
+    path = tmp_path / "rf.h5"
+    write_rf(path, attrs={"cell_ids": ["c0", "c1", "c2"]}, sta=sta, rank1={"spatial": np.ones((3, 10, 10))})
+    back = read_rf(path, groups=["sta", "not-there"])
+    assert set(back) == {"attrs", "sta"} and back["sta"]["cell_ids"] == ["c0", "c1", "c2"]
+    assert decode_attrs(back["attrs"])["cell_ids"] == ["c0", "c1", "c2"]

@@ -1,4 +1,5 @@
-"""HDF5 store of receptive-field results (self-describing, written atomically).
+"""The receptive-field store (``rf.h5``, ``rf_conditioned_<layer>.h5``): schema, writer and reader
+(self-describing, written atomically).
 
 Layout (every group optional)::
 
@@ -12,15 +13,19 @@ Layout (every group optional)::
     /sources          DynamicRFSources fields
 
 Arrays are float32 (gzip, chunked) except counts; scalars and strings become attributes; every dataset
-carries ``units`` / ``description`` attributes where known.
+carries ``units`` / ``description`` attributes where known. Root attributes that are lists or dicts are
+JSON strings (:func:`retina_codec.stores.codec.to_json`); :func:`read_rf` returns the attributes as stored
+(decode them with :func:`retina_codec.stores.codec.decode_attrs`).
+
+This module holds no computing: the results are dataclasses or dicts of arrays handed over by ``rf``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import h5py
@@ -28,10 +33,12 @@ import numpy as np
 
 from .._version import __version__
 from ..io_utils import atomic_path, h5_create
+from .codec import strings, to_json
 
-__all__ = ["write_rf", "read_rf"]
+__all__ = ["CONTENT", "DESCRIPTIONS", "write_rf", "read_rf"]
 
-_DESCRIPTIONS = {
+CONTENT = "retina-codec receptive fields"  # the root attribute ``content`` of every RF store
+DESCRIPTIONS = {
     "sta": "spike-triggered average, (cells, history, H, W), window oldest frame first",
     "mode_rf": "loading-weighted mean IRF over bins where the mode is active, (modes, cells, h, H, W)",
     "combo_rf": "weighted mean IRF over bins whose exact set of active modes is the combination",
@@ -57,8 +64,8 @@ def _put(group: h5py.Group, name: str, value: Any) -> None:
     if arr.size > 4096:
         kw = {"compression": "gzip", "compression_opts": 4, "chunks": True}
     ds = group.create_dataset(name, data=arr, **kw)
-    if name in _DESCRIPTIONS:
-        ds.attrs["description"] = _DESCRIPTIONS[name]
+    if name in DESCRIPTIONS:
+        ds.attrs["description"] = DESCRIPTIONS[name]
 
 
 def _put_object(group: h5py.Group, obj: Any) -> None:
@@ -79,11 +86,6 @@ def _put_object(group: h5py.Group, obj: Any) -> None:
             _put(group, name, np.asarray(value))
 
 
-def _json_value(obj: Any) -> Any:
-    """NumPy arrays and scalars as lists / Python numbers for ``json.dumps``; anything else as its str."""
-    return obj.tolist() if isinstance(obj, (np.ndarray, np.generic)) else str(obj)
-
-
 def write_rf(path: str | os.PathLike, attrs: dict[str, Any] | None = None, **groups: Any) -> None:
     """Write results to ``path`` atomically: ``write_rf("rf.h5", attrs={...}, sta=res, conditioned=c)``.
 
@@ -92,28 +94,31 @@ def write_rf(path: str | os.PathLike, attrs: dict[str, Any] | None = None, **gro
     and dicts are stored as JSON strings.
     """
     with atomic_path(path, suffix=".h5") as tmp, h5_create(tmp) as f:
-        f.attrs["content"] = "retina-codec receptive fields"
+        f.attrs["content"] = CONTENT
         f.attrs["package_version"] = __version__
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         for k, v in (attrs or {}).items():  # lists / dicts as JSON, which the readers (report, figures) decode
-            f.attrs[k] = v if isinstance(v, (str, int, float, bool, np.number)) else json.dumps(v, default=_json_value)
+            f.attrs[k] = v if isinstance(v, (str, int, float, bool, np.number)) else to_json(v, sort_keys=False)
         for name, obj in groups.items():
             if obj is not None:
                 _put_object(f.create_group(name), obj)
 
 
-def read_rf(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a file written by :func:`write_rf` into ``{"attrs": {...}, group: {name: array or attr}}``;
-    ``combo_members`` is also returned as ``combos``, a list of tuples of mode indices."""
+def read_rf(path: str | os.PathLike, groups: Sequence[str] | None = None) -> dict[str, Any]:
+    """Read a file written by :func:`write_rf` into ``{"attrs": {...}, group: {name: array or attr}}``
+    (only the named ``groups`` that the file has, when given); ``combo_members`` is also returned as
+    ``combos``, a list of tuples of mode indices."""
     out: dict[str, Any] = {}
     with h5py.File(path, "r") as f:
         out["attrs"] = dict(f.attrs)
         for name, group in f.items():
+            if groups is not None and name not in groups:
+                continue
             d: dict[str, Any] = dict(group.attrs)
             for key, ds in group.items():
                 val = ds[()]
                 if ds.dtype.kind == "O" or h5py.check_string_dtype(ds.dtype) is not None:
-                    val = [v.decode() if isinstance(v, bytes) else str(v) for v in val]
+                    val = strings(val)
                 d[key] = val
             if "combo_members" in d:
                 d["combos"] = [tuple(int(i) for i in np.flatnonzero(r)) for r in d["combo_members"]]
