@@ -24,7 +24,7 @@ from .locking import OutputLock
 
 __all__ = ["atomic_path", "check_output_path", "free_space", "output_error", "h5_create", "is_disk_full",
            "ensure_free_space", "abandon_hdf5", "hdf5_abandoned", "HDF5_SIGNATURE", "one_line", "check_hdf5_file",
-           "open_hdf5"]
+           "open_hdf5", "available_memory_bytes"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -182,6 +182,19 @@ def _is_write_error(err: BaseException, paths: tuple[Path, ...]) -> bool:
         name = err.filename
         return name is None or any(Path(str(name)) == p for p in paths)
     return _errno_of(err) is not None
+
+
+def available_memory_bytes() -> int | None:
+    """The host's available memory in bytes (``MemAvailable`` of ``/proc/meminfo``); ``None`` where that
+    is not readable (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 # ------------------------------------------------------------------------------------ reading HDF5

@@ -25,6 +25,7 @@ def tdr_pickle_and_recording(folder, t=60):
     import numpy as np
     from _tdr_reference import TDRBNCNN, make_reference, tdr_checkpoint
 
+    from retina_codec.progress import quiet_scope
     from retina_codec.recordings import Recording
     from retina_codec.recordings.nwb import write_nwb
 
@@ -35,5 +36,6 @@ def tdr_pickle_and_recording(folder, t=60):
     rec = Recording(stimulus=rng.random((t, 14, 14)).astype(np.float32), frame_times=np.arange(t) / 100.0,
                     frame_rate=100.0, responses=rng.poisson(1.0, (t, 4)).astype(np.float32),
                     intervals={"test": np.array([[0.0, t / 100.0]])}, stimulus_name="noise")
-    write_nwb(rec, folder / "rec.nwb")
+    with quiet_scope():  # the set-up writes silently: tests read the command's own stderr
+        write_nwb(rec, folder / "rec.nwb")
     return folder / "frac.pt", folder / "rec.nwb"

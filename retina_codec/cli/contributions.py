@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the sub-command."""
-    p = subparsers.add_parser(
-        "contributions", help="contributions of hidden layers to a target, streamed to HDF5",
+    p = opt.add_command(
+        subparsers, "contributions", run, help="contributions of hidden layers to a target, streamed to HDF5",
         description="Conductance (CODEC) contributions of the named layers of a model to a target, "
                     "for every time bin of a recording split; written to one HDF5 file (resumable).")
     p.add_argument("model", help="model directory or checkpoint (retina_codec.models.load_model): retina-codec "
@@ -69,7 +69,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-resume", action="store_true", help="ignore a partial file from an interrupted run")
     opt.add_trust_argument(p)
     opt.add_session_argument(p)
-    p.set_defaults(func=run)
     return p
 
 

@@ -13,23 +13,15 @@ import shlex
 from pathlib import Path
 
 from ..models.fit_recording import FIT_ARCHITECTURES, fit_recording
-from .options import (
-    add_overwrite_argument,
-    add_responses_argument,
-    device_name,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
+from . import options as opt
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``fit`` sub-command."""
-    p = subparsers.add_parser(
-        "fit", help="fit a retina model to a recording",
+    p = opt.add_command(
+        subparsers, "fit", run, help="fit a retina model to a recording",
         description="Fit a BN-CNN (Poisson loss, Adam, early stopping on validation Pearson r) and write "
                     "OUT/model.safetensors, OUT/model.json and OUT/MODEL_CARD.md.",
     )
@@ -37,24 +29,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--stimulus", default=None,
                    help="stimulus series to fit (NWB: series name; sim: naturalscene (default) or whitenoise)")
-    add_responses_argument(p)
+    opt.add_responses_argument(p)
     p.add_argument("--architecture", choices=sorted(FIT_ARCHITECTURES), default="bncnn")
     p.add_argument("--bn", choices=("channel", "unit"), default="channel",
                    help="BatchNorm per channel (default) or per unit (torch-deep-retina's BNCNN)")
-    p.add_argument("--history", type=positive_int, default=None, help="frames per window (default 40; 20 with --small)")
+    p.add_argument("--history", type=opt.positive_int, default=None, help="frames per window (default 40; 20 with --small)")
     p.add_argument("--small", action="store_true",
                    help="reduced BN-CNN for a quick CPU fit (history 20, kernels 9 and 7)")
-    p.add_argument("--epochs", type=positive_int, default=50)
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--l2", type=non_negative_float, default=0.0, help="Adam weight decay")
-    p.add_argument("--l1", type=non_negative_float, default=0.0, help="L1 penalty on the predicted rates")
-    p.add_argument("--patience", type=positive_int, default=5, help="epochs without validation improvement before stopping")
-    p.add_argument("--steps-per-epoch", type=positive_int, default=None, help="cap on batches per epoch")
-    p.add_argument("--device", type=device_name, default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    add_overwrite_argument(p, "model in OUT")
-    p.set_defaults(func=run)
+    p.add_argument("--epochs", type=opt.positive_int, default=50)
+    p.add_argument("--batch-size", type=opt.positive_int, default=256)
+    p.add_argument("--lr", type=opt.positive_float, default=1e-3)
+    p.add_argument("--l2", type=opt.non_negative_float, default=0.0, help="Adam weight decay")
+    p.add_argument("--l1", type=opt.non_negative_float, default=0.0, help="L1 penalty on the predicted rates")
+    p.add_argument("--patience", type=opt.positive_int, default=5, help="epochs without validation improvement before stopping")
+    p.add_argument("--steps-per-epoch", type=opt.positive_int, default=None, help="cap on batches per epoch")
+    p.add_argument("--device", type=opt.device_name, default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=opt.non_negative_int, default=0)
+    opt.add_overwrite_argument(p, "model in OUT")
 
 
 def _command(args: argparse.Namespace) -> str:

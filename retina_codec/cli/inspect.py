@@ -7,13 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import add_responses_argument, add_trust_argument
+from . import options as opt
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``inspect`` sub-command."""
-    p = subparsers.add_parser(
-        "inspect", help="describe a recording file (NWB or Baccus-lab h5) or an openretina .ckpt model",
+    p = opt.add_command(
+        subparsers, "inspect", run, help="describe a recording file (NWB or Baccus-lab h5) or an openretina .ckpt model",
         description="Print a recording's series (name, type, shape, dtype), and per stimulus its frame rate, "
                     "duration, cells, mean rates, splits and whether ground truth is present; for an openretina "
                     "checkpoint (.ckpt) its sessions, cells per session, input shape and channels, temporal "
@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", help="an .nwb file, a Baccus-lab .h5 file or an openretina .ckpt checkpoint")
     p.add_argument("--stimulus", default=None, help="describe only this stimulus series (NWB)")
-    add_responses_argument(p)
+    opt.add_responses_argument(p)
     p.add_argument("--splits", nargs="+", default=None, metavar="NAME",
                    help="interval names to read (NWB; default: train/validation/test when present)")
     p.add_argument("--response", default="binned", choices=("binned", "firing_rate_10ms"),
@@ -29,8 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip the scan of float frames for NaN / inf")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
-    add_trust_argument(p, "FILE")
-    p.set_defaults(func=run)
+    opt.add_trust_argument(p, "FILE")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import RetinaCodecError
+from ..progress import quiet_scope
 from .options import one_line_errors
 
 # sub-command modules, in the order `--help` lists them; a module missing here is skipped.
@@ -66,13 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    if args.quiet:
-        os.environ["RETINA_CODEC_QUIET"] = "1"
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _one_line_warning(args.command)  # no source path and code line for a CLI user
     debug = bool(getattr(args, "debug", False))
     try:
-        code = int(args.func(args) or 0)
+        with quiet_scope(True if args.quiet else None):  # -q: every progress bar of the command is off
+            code = int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"retina-codec {args.command}: interrupted", file=sys.stderr)
         code = 130

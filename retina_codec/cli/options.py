@@ -15,14 +15,15 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..errors import OutputExistsError
+from ..io_utils import available_memory_bytes
 
 __all__ = ["add_overwrite_argument", "add_responses_argument", "add_session_argument", "add_trust_argument",
            "check_output", "positive_int", "non_negative_int", "int_at_least", "finite_float", "positive_float",
            "non_negative_float", "fraction", "probability", "open_probability", "device_name", "positive_int_or_auto",
-           "one_line_errors", "available_memory", "format_bytes"]
+           "one_line_errors", "available_memory", "format_bytes", "add_command"]
 
 
 # ---- type= validators: argparse turns the ArgumentTypeError into "argument --x: MESSAGE" -----------------------
@@ -164,13 +165,9 @@ def available_memory(device: object = None) -> int | None:
                 return int(free)
         except Exception:  # noqa: BLE001 - an unknown device is reported where it is used
             return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    host = available_memory_bytes()
+    if host is not None:
+        return host
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
@@ -184,6 +181,15 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000.0
     return f"{n:.1f} PB"
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
+                **kwargs: Any) -> argparse.ArgumentParser:
+    """The sub-parser of the command ``name`` (``kwargs``: ``help``, ``description``, ... of
+    ``add_parser``); the CLI calls ``run(args)`` for it."""
+    p = subparsers.add_parser(name, **kwargs)
+    p.set_defaults(func=run)
+    return p
 
 
 def add_overwrite_argument(p: argparse.ArgumentParser, what: str = "--out") -> None:

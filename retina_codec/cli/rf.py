@@ -15,55 +15,44 @@ from pathlib import Path
 
 from ..plots.rf_figures import write_figures
 from ..rf.estimate import estimate_rfs
-from .options import (
-    add_overwrite_argument,
-    add_responses_argument,
-    add_session_argument,
-    add_trust_argument,
-    check_output,
-    device_name,
-    finite_float,
-    non_negative_int,
-    positive_int,
-)
+from . import options as opt
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``rf`` sub-command."""
-    p = subparsers.add_parser(
-        "rf", help="STA, model STA, mode-conditioned RFs and dynamic-RF sources, with figures",
+    p = opt.add_command(
+        subparsers, "rf", run, help="STA, model STA, mode-conditioned RFs and dynamic-RF sources, with figures",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     p.add_argument("model", help="fitted model checkpoint (retina-codec folder, torch-deep-retina .pt or openretina .ckpt)")
     p.add_argument("recording", help="recording (.nwb)")
     p.add_argument("--out", required=True, help="output HDF5 file (written under a temporary name, renamed)")
-    add_overwrite_argument(p)
+    opt.add_overwrite_argument(p)
     p.add_argument("--modes", help="modes file with per-bin loadings (datasets 'loadings' (T_b, K) and 'bins')")
     p.add_argument("--stimulus", help="stimulus series name in the NWB file (when it has several)")
-    add_responses_argument(p)
+    opt.add_responses_argument(p)
     p.add_argument("--split", help="split whose bins the STA uses ('all' or default: every bin of the stimulus "
                    "— a recorded-spike STA needs no held-out data, and more bins give a cleaner STA)")
     p.add_argument("--cells", nargs="+", help="cell ids or indices (default: every cell)")
-    p.add_argument("--threshold", type=finite_float, default=0.0, help="a mode is active when its loading > this")
-    p.add_argument("--max-combinations", type=positive_int, default=16, help="most frequent exact combinations kept")
+    p.add_argument("--threshold", type=opt.finite_float, default=0.0, help="a mode is active when its loading > this")
+    p.add_argument("--max-combinations", type=opt.positive_int, default=16, help="most frequent exact combinations kept")
     p.add_argument("--keep", choices=("full", "rank1"), default="full",
                    help="accumulate full IRFs (default) or only each bin's rank-1 parts (less memory)")
-    p.add_argument("--model-sta-samples", type=non_negative_int, default=1024,
+    p.add_argument("--model-sta-samples", type=opt.non_negative_int, default=1024,
                    help="white-noise windows for the model STA (default 1024; 0 skips it)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per IRF batch")
-    p.add_argument("--device", type=device_name, default="auto", help="torch device (auto: CUDA when present)")
-    add_trust_argument(p)
-    add_session_argument(p)
+    p.add_argument("--batch-size", type=opt.positive_int, default=64, help="windows per IRF batch")
+    p.add_argument("--device", type=opt.device_name, default="auto", help="torch device (auto: CUDA when present)")
+    opt.add_trust_argument(p)
+    opt.add_session_argument(p)
     p.add_argument("--figures", help="figure folder (default: <out stem>_figures next to OUT)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Compute, store and plot; returns 0."""
-    check_output(args.out, args.overwrite)
+    opt.check_output(args.out, args.overwrite)
     est = estimate_rfs(args.model, args.recording, args.out, modes=args.modes, stimulus=args.stimulus,
                        responses=args.responses, split=args.split, cells=args.cells, threshold=args.threshold,
                        max_combinations=args.max_combinations, keep=args.keep,

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from ..sim.to_nwb import simulate_to_nwb
-from .options import add_overwrite_argument, non_negative_int
+from . import options as opt
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``simulate`` sub-command."""
     from ..sim.presets import PRESETS
 
-    p = subparsers.add_parser(
-        "simulate", help="simulate a retina with known internals and write it as NWB",
+    p = opt.add_command(
+        subparsers, "simulate", run, help="simulate a retina with known internals and write it as NWB",
         description="Simulate the bipolar/amacrine/ganglion retina on a natural-scene movie and then on "
                     "white noise, and write both recordings (spike counts, stimulus, intervals, ground "
                     "truth) to one NWB file (written under a temporary name, then renamed).",
@@ -24,15 +24,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .nwb file")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="default: 15 min natural scenes + 7.5 min white noise; small: 90 s + 240 s (tests)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (anatomy, movies, spikes); default 0")
-    add_overwrite_argument(p, "OUT")
-    p.set_defaults(func=run)
+    p.add_argument("--seed", type=opt.non_negative_int, default=0, help="random seed (anatomy, movies, spikes); default 0")
+    opt.add_overwrite_argument(p, "OUT")
 
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write; returns 0."""
-    res = simulate_to_nwb(args.out, args.preset, args.seed, overwrite=args.overwrite,
-                          quiet=True if getattr(args, "quiet", False) else None)
+    res = simulate_to_nwb(args.out, args.preset, args.seed, overwrite=args.overwrite)
     log.info("simulated in %.1f s, wrote %s in %.1f s: %s", res.simulate_s, res.path, res.write_s,
              ", ".join(res.recordings))
     return 0

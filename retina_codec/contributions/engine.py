@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import ContributionStateError, ContributionTypeError, TargetError
+from ..io_utils import available_memory_bytes
 from ..torch_utils.devices import resolve_device
 from ..torch_utils.fft_conv import conv_speed_policy, fft_conv_swaps
 from ..torch_utils.fold_bn import batchnorm_folds
@@ -137,14 +138,8 @@ def _conv3d_workspace(m: nn.Module, out: torch.Tensor) -> int:
 
 
 def _available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
+    free = available_memory_bytes()
+    return 4 << 30 if free is None else free
 
 
 class ContributionEngine:

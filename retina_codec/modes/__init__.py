@@ -1,5 +1,6 @@
 """Contribution modes: sparse autoencoders (CODEC, TopK, BatchTopK, ReLU), metrics, summaries, interventions."""
 
+from ..stores.contributions import LayerContributions, read_layer_contributions
 from ..stores.modes import ModesFile, read_loadings, read_modes
 from .base import SparseAutoencoder, TrainStep
 from .codec_sae import CodecSAE
@@ -14,6 +15,7 @@ from .topk_sae import BatchTopKSAE, TopKSAE
 from .trainer import TrainConfig, TrainResult, train_sae
 
 __all__ = [
+    "LayerContributions", "read_layer_contributions",
     "ModeDecomposer", "KINDS", "make_sae",
     "SparseAutoencoder", "TrainStep", "CodecSAE", "TopKSAE", "BatchTopKSAE", "ReLUSAE",
     "TrainConfig", "TrainResult", "train_sae",

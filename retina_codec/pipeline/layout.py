@@ -23,7 +23,8 @@ from pathlib import Path
 
 from ..errors import OutputExistsError
 from ..models.registry import SHIPPED_DIR
-from ..stores.codec import decode_attrs, open_h5
+from ..stores.codec import store_errors
+from ..stores.contributions import read_store_info
 
 __all__ = ["DemoLayout", "DEMO_NAMES", "SHIPPED_MODEL", "NATURAL", "WHITE", "check_out_folder",
            "default_model_path"]
@@ -119,8 +120,8 @@ class DemoLayout:
         prefix, suffix = MODES.split("{layer}")
         found = sorted(p.name[len(prefix):-len(suffix)] for p in self.root.glob(MODES.format(layer="*")))
         if self.contributions.exists():
-            with open_h5(self.contributions) as f:
-                order = decode_attrs(f.attrs).get("layers") or []
+            with store_errors(self.contributions):
+                order = read_store_info(self.contributions).attrs.get("layers") or []
             if isinstance(order, list):
                 return _ordered(found, order)
         return found

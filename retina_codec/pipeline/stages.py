@@ -49,6 +49,7 @@ from ..models.factory import is_factory_spec
 from ..models.fitting import SMALL_CONFIG, fit, pearson_r
 from ..modes.from_store import modes_from_store, modes_summary
 from ..plots.classifier_figures import write_comparison_figures
+from ..progress import quiet_scope
 from ..recordings.cells import cell_index
 from ..recordings.nwb import read_nwb, write_nwb
 from ..report import build_report
@@ -58,7 +59,9 @@ from ..rf.estimate import compute_rfs
 from ..rf.ground_truth import score_ln_truth
 from ..sim import simulate_retina
 from ..stats import sparsity_verdict
-from ..stores.codec import read_attr, read_json, to_json, write_json
+from ..stores.classifier_stats import is_stats_file
+from ..stores.codec import read_json, to_json, write_json
+from ..stores.contributions import is_complete, read_completeness, read_store_info
 from ..stores.fit import FitStimulus, read_fit, write_fit
 from ..stores.modes import read_loadings
 from ..stores.rf import write_rf
@@ -238,7 +241,7 @@ class Demo:
                 self._skip(f"using the simulated recording already in {path}")
                 return
             print(f"      simulating the retina (preset {s.preset!r}, seed {s.seed}) ...")
-            recs = simulate_retina(preset=s.preset, seed=s.seed, quiet=s.quiet)
+            recs = simulate_retina(preset=s.preset, seed=s.seed)
             write_nwb(recs, path, overwrite=True)
             print(f"      wrote {path}")
 
@@ -275,7 +278,7 @@ class Demo:
               f"{rec.stimulus_name} ...")
         torch.manual_seed(s.seed)
         res = fit(rec, model_kwargs=dict(SMALL_CONFIG), history=SMALL_CONFIG["history"], epochs=s.fit_epochs,
-                  steps_per_epoch=s.fit_steps, device=s.device, seed=s.seed, quiet=s.quiet)
+                  steps_per_epoch=s.fit_steps, device=s.device, seed=s.seed)
         command = (f"retina-codec demo --out {s.out} --preset {s.preset} --seed {s.seed} --fit "
                    f"--fit-epochs {s.fit_epochs} --fit-steps {s.fit_steps}")
         res.model.metadata["command"] = command
@@ -291,7 +294,7 @@ class Demo:
         """Predicted rates and per-cell r on each stimulus' test split (computed one by one, as written)."""
         for stim in (NATURAL, WHITE):
             rec = self.recording(stim)
-            bins, pred = predict(self.model, rec, "test", quiet=self.settings.quiet)
+            bins, pred = predict(self.model, rec, "test")
             r = pearson_r(pred, rec.responses[bins])
             line = f"      {stim}: mean r {np.nanmean(r):.3f} with the responses"
             gt = rec.ground_truth
@@ -334,7 +337,7 @@ class Demo:
         path = self.paths.contributions
         with self._stage("contributions", 4, "CODEC contributions (conductance, population surprisal)"):
             inputs = {"fit": self.paths.fit}
-            if self._skipped_fresh(path, inputs, lambda p: bool(read_attr(p, "complete"))):
+            if self._skipped_fresh(path, inputs, is_complete):
                 return
             bins, split = self._demo_bins()
             # surprisal moments: model rates over the whole test split
@@ -343,12 +346,12 @@ class Demo:
                   f"({len(bins) / self.recording(NATURAL).frame_rate:.0f} s), {self.settings.steps} steps")
             write_contributions(self.model, self.recording(NATURAL), path, self.layers, target=target,
                                 steps=self.settings.steps, split=split, device=self.device,
-                                quiet=self.settings.quiet, resume=not self.settings.force,
+                                resume=not self.settings.force,
                                 attrs={"model_path": str(self._model_path), "recording_path": str(self.paths.recording),
                                        "surprisal_reference": "model rates over the natural-scene test split",
                                        "frame_rate": float(self.recording(NATURAL).frame_rate),
                                        "inputs": to_json(input_signatures(inputs), sort_keys=False)})
-            summary = read_attr(path, "completeness")
+            summary, _ = read_completeness(path)
             for layer, v in summary.items():
                 print(f"      {layer}: completeness error {100 * v['total_rel']:.2g}% of |F(x) - F(0)|")
 
@@ -368,9 +371,8 @@ class Demo:
                     res = modes_from_store(
                         self.paths.contributions, layer, path, kind="codec", center=True, seed=self.settings.seed,
                         max_epochs=self.settings.sae_epochs, device=self.settings.device, overwrite=True,
-                        quiet=self.settings.quiet,
                         attrs={"model_hash": self.model_hash,
-                               "frame_rate": float(read_attr(self.paths.contributions, "frame_rate", 100.0)),
+                               "frame_rate": float(read_store_info(self.paths.contributions).attrs.get("frame_rate", 100.0)),
                                "inputs": to_json(input_signatures(inputs), sort_keys=False),
                                "uid": uuid.uuid4().hex})
                 doc = modes_summary(res, fitted, NATURAL, model_hash=self.model_hash,
@@ -392,7 +394,7 @@ class Demo:
                 return
             rec = self.recording(WHITE)
             res = compute_rfs(self.model, rec, split=None, model_sta_samples=self.settings.model_sta_samples,
-                              device=self.device, quiet=self.settings.quiet)
+                              device=self.device)
             groups = {k: v for k, v in res.items() if k != "cell_names" and v is not None}
             gt = rec.ground_truth
             if gt is not None and len(gt.ln_cells):
@@ -456,8 +458,7 @@ class Demo:
                   + "; ".join(f"{k}: {len(v[0])}" for k, v in chosen.items()))
             results = conditioned_rfs_by_set(self.model, rec, loadings, bins, cells=cells, threshold=0.0,
                                              max_combinations=8, min_count=2, keep="full", batch_size=64,
-                                             history=spec.history, offset=spec.offset, rank1_float64=False,
-                                             quiet=self.settings.quiet)
+                                             history=spec.history, offset=spec.offset, rank1_float64=False)
             for layer, (cond, src) in results.items():
                 keep, names = chosen[layer]
                 attrs = {"method": "rf", "model_hash": self.model_hash, "layer": layer, "stimulus": NATURAL,
@@ -491,7 +492,7 @@ class Demo:
                 self.notes["classifiers"] = msg
                 return
             self.notes.pop("classifiers", None)
-            if path.exists() and not self.settings.force and read_attr(path, "format"):
+            if path.exists() and not self.settings.force and is_stats_file(path):
                 self._skip(f"{path} exists: skipping")
                 return
             print("      retina-codec " + " ".join(argv))
@@ -525,7 +526,7 @@ class Demo:
         check_out_folder(self.paths.out)
         self.paths.out.mkdir(parents=True, exist_ok=True)
         try:
-            with numpy_blas_single_thread():
+            with numpy_blas_single_thread(), quiet_scope(self.settings.quiet):
                 for stage in STAGES:
                     getattr(self, f"stage_{stage}")()
                     if stage == "recording" and self.settings.rf_cells:

@@ -50,7 +50,7 @@ from ..errors import (
     TimestampError,
     UnknownIntervalError,
 )
-from ..io_utils import atomic_path, check_output_path, h5_create
+from ..io_utils import atomic_path, available_memory_bytes, check_output_path, h5_create
 from ..progress import is_quiet, progress
 from .binning import bin_spikes, checked_times, frame_edges, resample_rates
 from .frames import ArrayFrames, ConcatFrames, H5Frames, IndexedFrames
@@ -271,11 +271,7 @@ def _check_memory(n_frames: int, n_columns: int, path: Path, field: str) -> None
     ``n_columns`` cells, in float64) need more memory than the machine has available; checked before they are
     allocated."""
     need = float(n_frames) * 8.0 * (n_columns + 4)
-    try:
-        with open("/proc/meminfo") as f:
-            free = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
-    except OSError:
-        free = None
+    free = available_memory_bytes()
     if free is not None and need > free:
         raise RecordingError(f"{path}: {field}: {n_frames} frames with {n_columns} response columns need "
                              f"{_bytes(need)} for times and responses, more than the {_bytes(free)} available")

@@ -10,12 +10,13 @@ call), then embedded.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,12 @@ from .._version import __version__
 from ..io_utils import atomic_path
 from ..pipeline.layout import DemoLayout
 from ..progress import progress
-from ..stores.codec import decode_attrs, open_h5, read_json, store_errors
+from ..stores.classifier_stats import read_interventions
+from ..stores.codec import decode_attrs, read_json, store_errors
+from ..stores.contributions import read_store_info
 from ..stores.fit import read_fit
+from ..stores.modes import read_modes_header
+from ..stores.rf import read_rf, read_rf_header
 from . import figures as F
 from .threads import numpy_blas_single_thread
 
@@ -125,6 +130,37 @@ def _missing(what: str, path: Path) -> str:
     return f"<p class='note'>No {esc(what)}: <code>{esc(path.name)}</code> is not in this folder.</p>"
 
 
+def _needs(store: str, what: str) -> Callable[[Callable[[Report], str]], Callable[[Report], str]]:
+    """A section built from the folder's store ``DemoLayout.<store>``: when that file is missing, the
+    section is the note :func:`_missing` instead."""
+    def wrap(section: Callable[[Report], str]) -> Callable[[Report], str]:
+        @functools.wraps(section)
+        def checked(rep: Report) -> str:
+            path = getattr(rep.folder, store)
+            return section(rep) if path.exists() else _missing(what, path)
+        return checked
+    return wrap
+
+
+def _per_layer(layers_of: Callable[[DemoLayout], list[str]], note: str, intro: str = ""
+               ) -> Callable[[Callable[[Report, list[str]], str]], Callable[[Report], str]]:
+    """A section over the layers ``layers_of(folder)`` (passed to it), after the paragraph ``intro``; with
+    none, the section is ``note``."""
+    def wrap(section: Callable[[Report, list[str]], str]) -> Callable[[Report], str]:
+        @functools.wraps(section)
+        def checked(rep: Report) -> str:
+            layers = layers_of(rep.folder)
+            return intro + section(rep, layers) if layers else f"<p class='note'>{note}</p>"
+        return checked
+    return wrap
+
+
+def _read(path: Path, read: Callable[..., Any], **kwargs: Any) -> Any:
+    """``read(path, **kwargs)``; a failure to read the store is a StoreReadError naming the file."""
+    with store_errors(path):
+        return read(path, **kwargs)
+
+
 # -------------------------------------------------------------------------------------------- sections
 def _overview(rep: Report) -> str:
     d = rep.folder
@@ -167,10 +203,9 @@ def _overview(rep: Report) -> str:
     return "".join(parts)
 
 
+@_needs("fit", "model fit")
 def _fit_section(rep: Report) -> str:
     d = rep.folder
-    if not d.fit.exists():
-        return _missing("model fit", d.fit)
     fit = read_fit(d.fit)
     rows = []
     for name, g in fit.stimuli.items():
@@ -197,15 +232,11 @@ def _fit_section(rep: Report) -> str:
     return body
 
 
+@_needs("contributions", "contributions")
 def _contrib_section(rep: Report) -> str:
     d = rep.folder
-    if not d.contributions.exists():
-        return _missing("contributions", d.contributions)
-    with open_h5(d.contributions) as f:
-        a = decode_attrs(f.attrs)
-        n = int(f["bins"].shape[0])
-        layers = list(f["contributions"])
-        shapes = {k: f["contributions"][k].shape[1:] for k in layers}
+    info = _read(d.contributions, read_store_info)
+    a, n, layers, shapes = info.attrs, info.n_samples, info.layers, info.shapes
     comp = a.get("completeness", {}) or {}
     target = a.get("target", {})
     tname = target.get("name", target) if isinstance(target, dict) else target
@@ -226,17 +257,13 @@ def _contrib_section(rep: Report) -> str:
     return body
 
 
-def _modes_section(rep: Report) -> str:
+@_per_layer(DemoLayout.layers, "No modes stores (<code>modes_&lt;layer&gt;.h5</code>) in this folder.")
+def _modes_section(rep: Report, layers: list[str]) -> str:
     d = rep.folder
-    layers = d.layers()
-    if not layers:
-        return "<p class='note'>No modes stores (<code>modes_&lt;layer&gt;.h5</code>) in this folder.</p>"
     rows = []
     seconds = {}  # of loadings shown (the first 10 s at most)
     for layer in layers:
-        with open_h5(d.modes(layer)) as f:
-            a = decode_attrs(f.attrs)
-            n, k = f["loadings"].shape
+        a, (n, k) = _read(d.modes(layer), read_modes_header)
         fr = float(a.get("frame_rate", 100.0))
         seconds[layer] = min(n, round(10 * fr)) / fr
         m = a.get("metrics", {})
@@ -257,11 +284,10 @@ def _modes_section(rep: Report) -> str:
     return body
 
 
-def _correlation_section(rep: Report) -> str:
+@_per_layer(lambda d: [lyr for lyr in d.layers() if d.modes_summary(lyr).exists()],
+            "No mode summaries (<code>modes_&lt;layer&gt;_summary.json</code>).")
+def _correlation_section(rep: Report, layers: list[str]) -> str:
     d = rep.folder
-    layers = [lyr for lyr in d.layers() if d.modes_summary(lyr).exists()]
-    if not layers:
-        return "<p class='note'>No mode summaries (<code>modes_&lt;layer&gt;_summary.json</code>).</p>"
     body = ("<p>Pearson r between each mode's loadings and each cell's predicted rate over the same bins; cells "
             "are grouped by k-means on these correlation profiles (k chosen by silhouette).</p>")
     for layer in layers:
@@ -292,16 +318,14 @@ def _correlation_section(rep: Report) -> str:
     return body
 
 
+@_needs("rf", "receptive fields")
 def _rf_section(rep: Report) -> str:
     d = rep.folder
-    if not d.rf.exists():
-        return _missing("receptive fields", d.rf)
-    with open_h5(d.rf) as f:
-        a = decode_attrs(f.attrs)
-        has = set(f)
-        ln = {k: f["ln_truth"][k][...] for k in ("cell_ids", "r_sta", "r_model_sta")} if "ln_truth" in f else None
-        n_spk = f["sta"]["n_spikes"][...] if "sta" in f else None
-        ms_n = decode_attrs(f["model_sta"].attrs).get("n_samples") if "model_sta" in f else None
+    head, r = _read(d.rf, read_rf_header), _read(d.rf, read_rf, groups=["ln_truth", "sta"])
+    a, has = decode_attrs(head["attrs"]), set(head) - {"attrs"}
+    ln = r.get("ln_truth")
+    n_spk = r["sta"]["n_spikes"] if "sta" in r else None
+    ms_n = decode_attrs(head["model_sta"]).get("n_samples") if "model_sta" in head else None
     body = (f"<p>On the white-noise recording: the spike-triggered average (STA) from the recorded spikes, the "
             f"model STA (mean gradient of the model's rate over {fmt(ms_n)} white-noise windows) and, for the "
             "simulator's LN cells, their true space–time filter. r is the Pearson correlation with the true "
@@ -325,19 +349,36 @@ def _rf_section(rep: Report) -> str:
     return body
 
 
-def _conditioned_section(rep: Report) -> str:
+# the first paragraph of the per-layer sections built by _per_layer
+INTROS = {
+    "conditioned": (
+        "<p>Instantaneous RFs (the gradient of a cell's rate with respect to its stimulus window at each "
+        "bin) averaged over the bins where a mode is active, weighted by its loading, and over the bins "
+        "whose exact set of active modes is a combination (CODEC Fig. 8). Shown: rank-1 spatial maps on a "
+        "shared colour scale (red ON, blue OFF) with their time courses.</p>"),
+    "sources": (
+        "<p>How much of each cell's instantaneous-RF change over time the mode loadings explain (R² of "
+        "regressing the IRF on the loadings), and which modes move the RF: unique R² (the loss when the mode "
+        "is left out), the shift of the RF centre and the change of its size between bins where the mode is "
+        "active and where it is not, and whether the polarity flips.</p>"),
+}
+
+
+def _each_conditioned(d: DemoLayout, layers: list[str],
+                      read: Callable[[Path], dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(layer, read(rf_conditioned_<layer>.h5), its decoded root attributes)`` for each layer."""
+    for layer in layers:
+        r = _read(d.conditioned(layer), read)
+        yield layer, r, decode_attrs(r["attrs"])
+
+
+@_per_layer(DemoLayout.conditioned_layers, "No mode-conditioned RFs (<code>rf_conditioned_&lt;layer&gt;.h5</code>).",
+            INTROS["conditioned"])
+def _conditioned_section(rep: Report, layers: list[str]) -> str:
     d = rep.folder
-    layers = d.conditioned_layers()
-    if not layers:
-        return "<p class='note'>No mode-conditioned RFs (<code>rf_conditioned_&lt;layer&gt;.h5</code>).</p>"
-    body = ("<p>Instantaneous RFs (the gradient of a cell's rate with respect to its stimulus window at each "
-            "bin) averaged over the bins where a mode is active, weighted by its loading, and over the bins "
-            "whose exact set of active modes is a combination (CODEC Fig. 8). Shown: rank-1 spatial maps on a "
-            "shared colour scale (red ON, blue OFF) with their time courses.</p>")
-    for n, layer in enumerate(layers):
-        with open_h5(d.conditioned(layer)) as f:
-            a = decode_attrs(f.attrs)
-            n_bins = int(f["conditioned"].attrs.get("n_bins", 0))
+    body = ""
+    for n, (layer, head, a) in enumerate(_each_conditioned(d, layers, read_rf_header)):
+        n_bins = int(head["conditioned"].get("n_bins", 0))
         ids = a.get("cell_ids", [])
         body += (f"<details{' open' if n == len(layers) - 1 else ''}><summary><b>{esc(layer)} modes</b>: "
                  f"{fmt(n_bins)} bins, the {len(a.get('mode_names', []))} most often active modes, cells "
@@ -351,21 +392,12 @@ def _conditioned_section(rep: Report) -> str:
     return body
 
 
-def _sources_section(rep: Report) -> str:
+@_per_layer(DemoLayout.conditioned_layers, "No dynamic-RF sources (<code>rf_conditioned_&lt;layer&gt;.h5</code>).",
+            INTROS["sources"])
+def _sources_section(rep: Report, layers: list[str]) -> str:
     d = rep.folder
-    layers = d.conditioned_layers()
-    if not layers:
-        return "<p class='note'>No dynamic-RF sources (<code>rf_conditioned_&lt;layer&gt;.h5</code>).</p>"
-    body = ("<p>How much of each cell's instantaneous-RF change over time the mode loadings explain (R² of "
-            "regressing the IRF on the loadings), and which modes move the RF: unique R² (the loss when the mode "
-            "is left out), the shift of the RF centre and the change of its size between bins where the mode is "
-            "active and where it is not, and whether the polarity flips.</p>")
-    from ..stores.rf import read_rf
-
-    for layer in layers:
-        with store_errors(d.conditioned(layer)):
-            r = read_rf(d.conditioned(layer))
-        a = decode_attrs(r["attrs"])
+    body = ""
+    for layer, r, a in _each_conditioned(d, layers, read_rf):
         src = r["sources"]
         ids, names = list(a.get("cell_ids", [])), [str(n) for n in a.get("mode_names", [])]
         r2 = np.asarray(src["r2_irf"])
@@ -396,8 +428,7 @@ def _classifier_section(rep: Report) -> str:
         man = read_json(d.manifest) if d.manifest.exists() else {}
         note = (man.get("notes") or {}).get("classifiers")
         return f"<p class='note'>{esc(note)}</p>" if note else _missing("classifier comparison", d.classifiers)
-    with store_errors(d.classifiers):
-        stats, aliases, a = F.read_layer_stats(d.classifiers)
+    stats, aliases, a = _read(d.classifiers, F.read_layer_stats)
     body = (f"<p>The same machinery on an image classifier ({esc(a.get('model'))}, {esc(a.get('model_class'))}; "
             f"top-1 accuracy {fmt(a.get('accuracy'))} on {fmt(a.get('n_images'))} images of {esc(a.get('images'))}): "
             f"{esc(a.get('method'))} contributions ({fmt(a.get('steps'))} steps) to the "
@@ -421,23 +452,17 @@ def _classifier_section(rep: Report) -> str:
         pass
     body += rep.figure("classifier_statistics.png", lambda p: F.classifier_statistics(d.classifiers, p),
                        "Per-layer statistics of contributions vs activations (mean ± s.d. over images).")
-    with open_h5(d.classifiers) as f:
-        if "interventions" in f:
-            rows = []
-            for src in f["interventions"]:
-                for kind in f["interventions"][src]:
-                    g = f["interventions"][src][kind]
-                    sel = g["selectivity"][...]
-                    rows.append([src, kind, len(sel), float(np.nanmean(g["auc_target"][...])),
-                                 float(np.nanmean(g["auc_off"][...])), float(np.nanmean(sel))])
-            ml = f["modes"].attrs.get("layer", "") if "modes" in f else ""
-            ml = ml.decode() if isinstance(ml, bytes) else ml
-            body += (f"<h3>Class-mode interventions at {esc(ml)}</h3><p>Each class's top mode (fitted on "
-                     f"{esc(a.get('mode_images') or a.get('images'))}); its top-p channels ablated or all others "
-                     "preserved; AUC of the accuracy on the class (target) and on the other classes over p; "
-                     "selectivity (AUC_target − AUC_off) / AUC_off, averaged over classes.</p>")
-            body += table(["modes of", "intervention", "classes", "AUC target", "AUC off-target", "selectivity"],
-                          rows, left=2)
+    interventions = _read(d.classifiers, read_interventions)
+    if interventions is not None:
+        ml, sweeps = interventions
+        rows = [[g["source"], g["kind"], len(g["selectivity"]), float(np.nanmean(g["auc_target"])),
+                 float(np.nanmean(g["auc_off"])), float(np.nanmean(g["selectivity"]))] for g in sweeps]
+        body += (f"<h3>Class-mode interventions at {esc(ml)}</h3><p>Each class's top mode (fitted on "
+                 f"{esc(a.get('mode_images') or a.get('images'))}); its top-p channels ablated or all others "
+                 "preserved; AUC of the accuracy on the class (target) and on the other classes over p; "
+                 "selectivity (AUC_target − AUC_off) / AUC_off, averaged over classes.</p>")
+        body += table(["modes of", "intervention", "classes", "AUC target", "AUC off-target", "selectivity"],
+                      rows, left=2)
     for src in ("contributions", "activations"):
         png = d.classifiers.parent / f"masks_{src}.png"
         if png.exists():

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ..recordings.cells import cell_index
 from ..rf.conditioned import most_active_modes
 from ..stores.codec import decode_attrs, read_json
+from ..stores.contributions import read_contributions, read_store_info
 from ..stores.fit import read_fit
 
 __all__ = ["fit_per_cell", "fit_traces", "contribution_heatmap", "mode_atoms", "mode_loadings",
@@ -61,14 +61,13 @@ def contribution_heatmap(contrib_path: str | os.PathLike, layer: str, out: str |
     """One layer's reduced contributions over time (first ``seconds``), with the explained target F(x)."""
     from ..plots.contributions import feature_labels, plot_contribution_heatmap
 
-    with h5py.File(contrib_path, "r") as f:
-        attrs = decode_attrs(f.attrs)
-        bins = f["bins"][...]
-        fr = float(attrs.get("frame_rate", 100.0))
-        n = len(bins) if seconds is None else int(min(len(bins), round(seconds * fr)))
-        c = f["contributions"][layer][:n]
-        fx = f["f_x"][:n]
-    c = c.reshape(n, -1)
+    info = read_store_info(contrib_path)
+    attrs = info.attrs
+    fr = float(attrs.get("frame_rate", 100.0))
+    n = info.n_samples if seconds is None else int(min(info.n_samples, round(seconds * fr)))
+    rows = read_contributions(contrib_path, [layer], stop=n)
+    bins, fx = rows["bins"], rows["f_x"]
+    c = rows["contributions"][layer].reshape(n, -1)
     target = attrs.get("target", {})
     tname = target.get("name", "target") if isinstance(target, dict) else str(target)
     return plot_contribution_heatmap(bins[:n] / fr, c, out, labels=feature_labels(c.shape[1], attrs.get("reduction")),
@@ -206,19 +205,11 @@ def conditioned_gallery(cond_path: str | os.PathLike, cell: int | str, out: str 
 
 
 def read_layer_stats(stats_path: str | os.PathLike) -> tuple[list[Any], list[str], dict[str, Any]]:
-    """``(LayerStats per layer, layer aliases, root attributes)`` from a ``classify-stats`` ``stats.h5``."""
-    from ..stats import LayerStats
+    """``(LayerStats per layer, layer aliases, root attributes)`` from a ``classify-stats`` ``stats.h5``
+    (:func:`retina_codec.classifiers.analysis.read_layer_stats`)."""
+    from ..classifiers.analysis import read_layer_stats as read
 
-    out, aliases = [], []
-    with h5py.File(stats_path, "r") as f:
-        attrs = decode_attrs(f.attrs)
-        for name in attrs.get("layers") or list(f["layers"]):
-            g = f["layers"][name]
-            a = decode_attrs(g.attrs)
-            out.append(LayerStats(name, int(a["n_channels"]), g["hoyer_contrib"][...], g["hoyer_act"][...],
-                                  g["ei_contrib"][...], g["ei_act"][...], a["dim_contrib"], a["dim_act"]))
-            aliases.append(str(a.get("alias", name)))
-    return out, aliases, attrs
+    return read(stats_path)
 
 
 def classifier_statistics(stats_path: str | os.PathLike, out: str | os.PathLike) -> str:

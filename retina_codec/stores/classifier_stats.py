@@ -35,11 +35,11 @@ import numpy as np
 from .._version import __version__
 from ..errors import FileFormatError
 from ..io_utils import atomic_path, h5_create
-from .codec import decode_attrs, to_json
+from .codec import decode_attr, decode_attrs, read_attr, to_json
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SOURCES", "JSON_ATTRS", "DESCRIPTION", "LAYER_DATASETS", "LayerRecord", "ModesRecord",
            "SweepRecord", "MasksRecord", "write_classify_stats_file", "read_classify_summary",
-           "read_layer_records"]
+           "read_layer_records", "is_stats_file", "read_interventions"]
 
 FORMAT = "retina-codec-classify-stats"
 FORMAT_VERSION = 1
@@ -223,3 +223,26 @@ def read_layer_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], d
             out.append(rec)
     return out, attrs
 
+
+
+def is_stats_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a readable HDF5 file with a ``format`` attribute (a written ``stats.h5``; a
+    missing or unreadable file: False)."""
+    return bool(read_attr(path, "format"))
+
+
+def read_interventions(path: str | os.PathLike) -> tuple[str, list[dict[str, Any]]] | None:
+    """``(mode layer, one dict per intervention sweep)`` of a ``stats.h5``, or ``None`` when it has no
+    ``/interventions``; each dict has ``source``, ``kind`` and the arrays ``selectivity``, ``auc_target``,
+    ``auc_off``, in file order."""
+    with h5py.File(path, "r") as f:
+        if "interventions" not in f:
+            return None
+        sweeps = []
+        for src in f["interventions"]:
+            for kind in f["interventions"][src]:
+                g = f["interventions"][src][kind]
+                sweeps.append({"source": src, "kind": kind, **{k: g[k][...] for k in
+                                                               ("selectivity", "auc_target", "auc_off")}})
+        layer = decode_attr(f["modes"].attrs.get("layer", "")) if "modes" in f else ""
+        return layer, sweeps

@@ -18,8 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import StoreReadError
-from ..io_utils import atomic_path
+from ..errors import FileFormatError, StoreReadError
+from ..io_utils import atomic_path, open_hdf5
 
 __all__ = ["json_default", "to_json", "encode_attr", "decode_attr", "decode_attrs", "read_attr",
            "write_json", "read_json", "store_errors", "open_h5", "strings"]
@@ -116,7 +116,9 @@ def store_errors(path: str | os.PathLike) -> Iterator[None]:
     except (OSError, ValueError, KeyError) as err:
         if isinstance(err, StoreReadError):
             raise
-        raise StoreReadError(f"{Path(path).name}: {type(err).__name__}: {err}") from err
+        # a store reader's open_store failure names h5py's error, as h5py.File inside the block would
+        cause = err.__cause__ if isinstance(err, FileFormatError) and isinstance(err.__cause__, OSError) else err
+        raise StoreReadError(f"{Path(path).name}: {type(cause).__name__}: {cause}") from err
 
 
 @contextlib.contextmanager
@@ -139,30 +141,11 @@ def strings(ds: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(arr).ravel()]
 
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
 def open_store(path: str | os.PathLike, what: str) -> h5py.File:
     """Open the HDF5 store ``path`` read-only (close it, or use it as a context manager). Raises
     :class:`~retina_codec.errors.FileFormatError` naming ``what`` when it is missing, and for an empty,
-    non-HDF5, truncated or corrupt file (the messages of ``recordings.hdf5_files.open_hdf5``)."""
-    from ..errors import FileFormatError  # layer 0, as StoreReadError above
-
+    non-HDF5, truncated or corrupt file (the messages of :func:`retina_codec.io_utils.open_hdf5`)."""
     path = Path(path)
     if not path.exists():
         raise FileFormatError(f"{path}: {what} not found")
-    if not path.is_file():
-        raise FileFormatError(f"{path}: no such file")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head != HDF5_SIGNATURE:  # HDF5 allows a user block (signature at 512, 1024, ...): h5py decides
-        if path.stat().st_size == 0:
-            raise FileFormatError(f"{path}: file is empty (expected an HDF5 file)")
-        if not h5py.is_hdf5(path):
-            raise FileFormatError(f"{path}: not an HDF5 file (no HDF5 signature)")
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        reason = " ".join(str(err).split())
-        reason = reason if len(reason) <= 300 else reason[:297] + "..."
-        raise FileFormatError(f"{path}: cannot read HDF5 file (truncated or corrupt?): {reason}") from err
+    return open_hdf5(path)

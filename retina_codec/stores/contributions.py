@@ -39,11 +39,11 @@ import numpy as np
 
 from ..errors import DiskFullError, FileFormatError, LayerNotFoundError, ModesError
 from ..io_utils import abandon_hdf5, ensure_free_space, h5_create
-from .codec import decode_attr, decode_attrs, open_store, to_json
+from .codec import decode_attr, decode_attrs, open_store, read_attr, to_json
 
 __all__ = ["CHUNK_TARGET_BYTES", "SPACE_MARGIN", "partial_path", "shard_path", "completeness_summary",
            "run_signature", "partial_chunk_size", "ContributionWriter", "finalize", "merge_shards",
-           "read_contributions", "read_completeness", "StoreInfo", "read_store_info", "LayerContributions", "read_layer_contributions"]
+           "read_contributions", "read_completeness", "is_complete", "StoreInfo", "read_store_info", "LayerContributions", "read_layer_contributions"]
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +349,11 @@ def read_completeness(path: str | os.PathLike) -> tuple[dict[str, dict[str, floa
     """``(completeness summary per layer, number of samples)`` of a complete store."""
     with open_store(path, "contribution store") as f:
         return decode_attr(f.attrs["completeness"]), int(f["bins"].shape[0])
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True when the store ``path`` is marked complete (a missing, partial or unreadable file: False)."""
+    return bool(read_attr(path, "complete", False))
 
 
 @dataclass

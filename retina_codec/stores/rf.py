@@ -35,7 +35,7 @@ from .._version import __version__
 from ..io_utils import atomic_path, h5_create
 from .codec import strings, to_json
 
-__all__ = ["CONTENT", "DESCRIPTIONS", "write_rf", "read_rf"]
+__all__ = ["CONTENT", "DESCRIPTIONS", "write_rf", "read_rf", "read_rf_header"]
 
 CONTENT = "retina-codec receptive fields"  # the root attribute ``content`` of every RF store
 DESCRIPTIONS = {
@@ -124,3 +124,10 @@ def read_rf(path: str | os.PathLike, groups: Sequence[str] | None = None) -> dic
                 d["combos"] = [tuple(int(i) for i in np.flatnonzero(r)) for r in d["combo_members"]]
             out[name] = d
     return out
+
+
+def read_rf_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of a file written by :func:`write_rf`, without its arrays: ``{"attrs": {...}, group:
+    {...}}`` (root and group attributes as stored), one entry per group the file has."""
+    with h5py.File(path, "r") as f:
+        return {"attrs": dict(f.attrs), **{name: dict(group.attrs) for name, group in f.items()}}
