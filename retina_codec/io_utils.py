@@ -19,10 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import DiskFullError, FileFormatError, OutputPathError, OutputWriteError, RetinaCodecError
+from .errors import (
+    DiskFullError,
+    FileFormatError,
+    OutputExistsError,
+    OutputPathError,
+    OutputWriteError,
+    RetinaCodecError,
+)
 from .locking import OutputLock
 
-__all__ = ["atomic_path", "check_output_path", "free_space", "output_error", "h5_create", "is_disk_full",
+__all__ = ["format_bytes", "check_new_output", "atomic_path", "check_output_path", "free_space", "output_error", "h5_create", "is_disk_full",
            "ensure_free_space", "abandon_hdf5", "hdf5_abandoned", "HDF5_SIGNATURE", "one_line", "check_hdf5_file",
            "open_hdf5", "available_memory_bytes"]
 
@@ -233,3 +240,24 @@ def open_hdf5(path: str | os.PathLike) -> Any:
         return h5py.File(path, "r")
     except OSError as err:
         raise FileFormatError(f"{path}: cannot read HDF5 file (truncated or corrupt?): {one_line(err)}") from err
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as ``"1.5 GB"`` (decimal units)."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} PB"
+
+
+def check_new_output(path: str | os.PathLike, overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` (one line, exit 2 on the CLI) when ``path`` exists and may not be
+    replaced, and :class:`OutputPathError` when it (or its ``.partial`` file) cannot be written.
+
+    Called before any work, so a finished store (hours of contributions) is never recomputed by a repeated
+    command by accident; an interrupted run resumes from its ``.partial`` file, which is not ``path``.
+    """
+    check_output_path(path, also=(Path(f"{path}.partial"),))
+    if Path(path).exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists already (pass --overwrite to replace it)")

@@ -10,6 +10,7 @@ import numpy as np
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.file import Subject
 from pynwb.image import OpticalSeries
+from pynwb.misc import Units
 
 from retina_codec.recordings import ArrayFrames, GroundTruth, Recording
 
@@ -109,3 +110,22 @@ def write_lab_h5(path: Path, n_train: int = 200, n_test: int = 60, n: int = 3, h
             g.create_dataset("response/firing_rate_10ms", data=rate)
             out[part] = {"stimulus": stim, "time": time, "binned": binned, "firing_rate_10ms": rate}
     return out
+
+
+def huge_stimulus_nwb(tmp: Path, frames: int = 100_000_000) -> Path:
+    """An NWB file whose stimulus data declares ``frames`` float frames but stores only its first chunk."""
+    f = new_nwbfile()
+    f.add_stimulus(optical_series("movie", np.zeros((50, 3, 2), np.float32)))
+    f.units = Units(name="units", description="test units")
+    f.units.add_unit(spike_times=[0.1, 0.2])
+    path = write_nwbfile(f, tmp / "huge.nwb")
+    with h5py.File(path, "r+") as h:
+        old = h["stimulus/presentation/movie/data"]
+        attrs = dict(old.attrs)
+        del h["stimulus/presentation/movie/data"]
+        new = h.create_dataset("stimulus/presentation/movie/data", shape=(frames, 3, 2), dtype=np.float32,
+                               chunks=(1024, 3, 2))
+        new[:1024] = 0.0
+        for k, v in attrs.items():
+            new.attrs[k] = v
+    return path

@@ -1,7 +1,8 @@
 """torch-deep-retina reference modules and checkpoints, built the torch-deep-retina way (one ``nn.Sequential``
 called ``sequential`` with Flatten/Reshape between layers and a GaussianNoise holding a ``sigma``
 parameter), so their state-dict names are those of its ``BNCNN`` / ``BNCNN2D``; the checkpoints are dicts
-with the keys its trainer writes. Used by tests/models/test_tdr_import.py and _model_helpers."""
+with the keys its trainer writes. Used by tests/models/test_tdr_import.py, _model_helpers and (Flatten, Reshape)
+tests/models/test_tdr_real.py."""
 
 import numpy as np
 import torch

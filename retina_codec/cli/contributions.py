@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 
-from ..errors import ContributionError
+from ..contributions.from_recording import contributions_from_recording
+from ..contributions.targets import CellsTarget, CellTarget, SumTarget, make_target
+from ..errors import TargetError
 from . import options as opt
 
 __all__ = ["add_parser", "run"]
@@ -73,9 +74,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _target(args: argparse.Namespace) -> object:
-    from ..contributions.targets import CellsTarget, CellTarget, SumTarget, make_target
-    from ..errors import TargetError
-
     name = args.target.lower()
     cells = args.cells
     if name in ("cell", "cells") and not cells:
@@ -93,86 +91,25 @@ def _target(args: argparse.Namespace) -> object:
     return make_target(name)
 
 
-def _check_steps_memory(steps: int, model: object, rec: object, device: str | None, dtype: str | None) -> None:
-    """A :class:`~retina_codec.errors.ContributionError` naming ``--steps`` when one bin's path (``steps + 1`` interpolated inputs of
-    the model's window, and as many input gradients) needs more memory than ``device`` has free.
-
-    A lower bound: the engine needs more (activations of every layer along the path), so a path that does not
-    fit by this count can never run; refused before any memory is allocated."""
-    spec = getattr(model, "input_spec", None)
-    history = int(getattr(spec, "history", 40) or 40)
-    frame = tuple(getattr(rec, "frame_shape", ()) or (getattr(spec, "height", 1), getattr(spec, "width", 1)))
-    itemsize = 8 if dtype == "float64" else 4
-    need = 2 * (int(steps) + 1) * history * math.prod(int(v) for v in frame) * itemsize
-    free = opt.available_memory(device or "auto")
-    if free is not None and need > free:
-        raise ContributionError(f"--steps: expected at most {max(1, int(steps * free / need))} path steps here, found "
-                               f"{steps}: one bin's path of {steps + 1} windows of {history}x"
-                               f"{'x'.join(str(v) for v in frame)} ({dtype or 'float32'}) with its gradients needs "
-                               f"{opt.format_bytes(need)}, more than the {opt.format_bytes(free)} free "
-                               f"on {device or 'the default device'}")
-
-
 def run(args: argparse.Namespace) -> int:
-    """Load the model and recording, compute and store the contributions; exit code.
+    """Compute and store the contributions (one call of
+    :func:`~retina_codec.contributions.from_recording.contributions_from_recording`); exit code.
 
     Bad settings (unknown target, rule, reduction, …) raise a :class:`RetinaCodecError`, which ``cli.main``
     reports as one line on stderr, exit code 2.
     """
-    import torch
-
-    from ..contributions import write_contributions
-    from ..models import load_model
-    from ..recordings.nwb import read_nwb
-
-    opt.check_output(args.out, args.overwrite)
-    if args.device is not None:
-        from ..torch_utils.devices import resolve_device
-
-        resolve_device(args.device)  # a DeviceError (one line) before the model and recording are read
-    model = load_model(args.model, trust=args.trust, session=args.session)
-    rec = read_nwb(args.recording, stimulus=args.stimulus, responses=args.responses)
-    split = None if args.split == "all" else args.split
-    full_split = split
-    if args.max_bins is not None:
-        if args.max_bins < 1:
-            raise ContributionError(f"--max-bins: expected at least 1 bin, found {args.max_bins}")
-        spec = getattr(model, "input_spec", None)
-        split = rec.head_interval(split, args.max_bins, int(getattr(spec, "history", 40)),
-                                  int(getattr(spec, "offset", 1)))
-    layers = args.layers or list(getattr(model, "hidden_layers", ()) or [])
-    if not layers:
-        raise ContributionError("--layers: the model names no hidden layers; give layer names")
-    reduce = None if [r.lower() for r in args.reduce] == ["none"] else args.reduce
-    batch = opt.positive_int_or_auto(str(args.batch_size))
-    _check_steps_memory(args.steps, model, rec, args.device, args.dtype)
-    dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
-    from ..contributions.sources import as_source
-
-    reference = None
-    if args.reference_split and args.reference_split != args.split:
-        reference = as_source(rec, model, split=None if args.reference_split == "all" else args.reference_split)
-    elif args.max_bins is not None:  # surprisal moments from the whole split, not only its first bins
-        reference = as_source(rec, model, split=full_split)
-    attrs = {"model_path": str(args.model), "recording_path": str(args.recording)}
-    if args.target.lower() == "surprisal":  # which model rates gave the surprisal's mean and covariance
-        attrs["surprisal_reference"] = (f"model rates over the {args.reference_split or args.split!r} split of "
-                                        f"stimulus {rec.stimulus_name!r}")
-    out = write_contributions(
-        model, rec, args.out, layers, target=_target(args), method=args.method, steps=args.steps,
-        rule=args.rule, baseline=args.baseline, reduce=reduce, batch_size=batch, device=args.device,
-        dtype=dtype, split=split, reference=reference, resume=not args.no_resume,
-        attrs=attrs,
-        fast_conv=args.fast_conv, channels_last=args.channels_last or None, autocast=args.autocast,
-        batched_backward=args.batched_backward,
-    )
+    res = contributions_from_recording(
+        args.model, args.recording, args.out, _target(args), layers=args.layers, stimulus=args.stimulus,
+        responses=args.responses, split=args.split, max_bins=args.max_bins, reference_split=args.reference_split,
+        method=args.method, rule=args.rule, steps=args.steps, baseline=args.baseline, reduce=args.reduce,
+        batch_size=opt.positive_int_or_auto(str(args.batch_size)), device=args.device, dtype=args.dtype,
+        resume=not args.no_resume, overwrite=args.overwrite, trust=args.trust, session=args.session,
+        fast_conv=args.fast_conv, channels_last=args.channels_last, autocast=args.autocast,
+        batched_backward=args.batched_backward)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    from ..stores.contributions import read_completeness
-
-    summary, n = read_completeness(out)
-    for layer, s in summary.items():
+    for layer, s in res.summary.items():
         log.info("%s: %d bins, completeness error %.3g%% of |F(x) - F(0)| (median per bin %.3g%%)",
-                 layer, n, 100 * s["total_rel"], 100 * s["median_rel"])
-    log.info("wrote %s", out)
+                 layer, res.n_bins, 100 * s["total_rel"], 100 * s["median_rel"])
+    log.info("wrote %s", res.path)
     return 0

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
-from ..errors import OutputExistsError
-from ..io_utils import available_memory_bytes
+from ..io_utils import check_new_output
 
 __all__ = ["add_overwrite_argument", "add_responses_argument", "add_session_argument", "add_trust_argument",
            "check_output", "positive_int", "non_negative_int", "int_at_least", "finite_float", "positive_float",
            "non_negative_float", "fraction", "probability", "open_probability", "device_name", "positive_int_or_auto",
-           "one_line_errors", "available_memory", "format_bytes", "add_command"]
+           "one_line_errors", "add_command"]
 
 
 # ---- type= validators: argparse turns the ArgumentTypeError into "argument --x: MESSAGE" -----------------------
@@ -151,38 +148,6 @@ def one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-# ---- memory -----------------------------------------------------------------------------------------------------
-def available_memory(device: object = None) -> int | None:
-    """Bytes free for a new allocation on ``device`` (CUDA: the GPU's free memory; else the host's available
-    memory); ``None`` when unknown."""
-    name = str(device or "cpu")
-    if name.startswith("cuda") or name == "auto":
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                free, _ = torch.cuda.mem_get_info(torch.device("cuda" if name == "auto" else name))
-                return int(free)
-        except Exception:  # noqa: BLE001 - an unknown device is reported where it is used
-            return None
-    host = available_memory_bytes()
-    if host is not None:
-        return host
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def format_bytes(n: float) -> str:
-    """``n`` bytes as ``"1.5 GB"`` (decimal units)."""
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1000 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} PB"
-
-
 def add_command(subparsers: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
                 **kwargs: Any) -> argparse.ArgumentParser:
     """The sub-parser of the command ``name`` (``kwargs``: ``help``, ``description``, ... of
@@ -220,16 +185,4 @@ def add_session_argument(p: argparse.ArgumentParser, what: str = "the model") ->
                         "sessions ('retina-codec inspect MODEL.ckpt' lists them)")
 
 
-def check_output(path: str | Path, overwrite: bool) -> None:
-    """Raise :class:`OutputExistsError` (one line, exit 2 on the CLI) when ``path`` exists and may not be replaced.
-
-    Called before any work, so a finished store (hours of contributions) is never recomputed by a repeated
-    command by accident; an interrupted run resumes from its ``.partial`` file, which is not ``path``. Also
-    refuses, before any work, an output that cannot be written (a directory, a read-only folder:
-    :func:`~retina_codec.io_utils.check_output_path`), here and for its ``.partial`` file.
-    """
-    from ..io_utils import check_output_path
-
-    check_output_path(path, also=(Path(f"{path}.partial"),))
-    if Path(path).exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists already (pass --overwrite to replace it)")
+check_output = check_new_output  # the one rule, in io_utils: library jobs check their outputs the same way

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModesError, OutputExistsError, ShapeMismatchError
+from ..errors import ModesError, ShapeMismatchError
 from ..hashing import model_mismatch
-from ..io_utils import check_output_path
+from ..io_utils import check_new_output
 from ..models import load_model
 from ..models.fitting import predict
 from ..recordings.nwb import read_nwb
@@ -49,12 +49,6 @@ class LayerModes:
     path: Path
     nwb_out: Path | None = None
     with_rates: bool = False
-
-
-def _check_new(path: str | os.PathLike, overwrite: bool) -> None:
-    check_output_path(path, also=(Path(f"{path}.partial"),))
-    if Path(path).exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists already (pass --overwrite to replace it)")
 
 
 def _rate_unit(model: object) -> str:
@@ -108,7 +102,7 @@ def modes_from_store(contributions: str | os.PathLike, layer: str, out: str | os
         if Path(nwb_out).resolve() == Path(nwb).resolve():
             raise ModesError(f"--nwb-out: {nwb_out} is the recording itself, which is never modified; "
                              "choose another --nwb-out (or --out)")
-        _check_new(nwb_out, overwrite)
+        check_new_output(nwb_out, overwrite)
         rec = read_nwb(nwb, stimulus=stimulus, responses=responses, validate=False)
     try:
         if rec is not None:
@@ -117,7 +111,7 @@ def modes_from_store(contributions: str | os.PathLike, layer: str, out: str | os
                                          f"outside the {len(rec.frame_times)} frames of {nwb}")
             if model:
                 net = _checked_model(str(contributions), model, data.attrs.get("model_hash"), trust, session)
-        _check_new(out, overwrite)
+        check_new_output(out, overwrite)
         dec = ModeDecomposer(kind=kind, n_modes=n_modes, k=k, threshold=threshold, l1=l1, center=center,
                              validation_fraction=validation_fraction, max_epochs=max_epochs, batch_size=batch_size,
                              learning_rate=learning_rate, random_state=seed, device=device, quiet=quiet)

@@ -3,23 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from _interventions_helpers import InterventionNet
 
 from retina_codec.errors import ModesError
 
 TORCH_THREADS = 1
-
-
-# -------------------------------------------------------------------------------- interventions
-class _Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.act = nn.ReLU()
-        self.fc = nn.Linear(8 * 5 * 5, 3)
-
-    def forward(self, x):
-        return self.fc(self.act(self.c1(x)).flatten(1))
 
 
 # ---------------------------------------------------------------------------- classifier modes
@@ -38,7 +26,7 @@ def test_class_top_modes_need_alive_modes_and_classes_no_mode_tracks_are_not_swe
         atoms_ = np.abs(np.random.default_rng(0).standard_normal((2, 16)))
 
     torch.manual_seed(0)
-    model, x = _Net().eval(), torch.randn(12, 1, 5, 5)
+    model, x = InterventionNet().eval(), torch.randn(12, 1, 5, 5)
     with torch.no_grad():
         y = model(x).argmax(1).numpy()  # the intact model is right on every image: ratios are defined
     args = (model, "c1", x, y, Dec(), np.ones((12, 2)), labels, "contributions")
@@ -55,7 +43,7 @@ def test_class_sweeps_skip_classes_the_intact_model_never_gets_right_with_a_warn
         atoms_ = np.abs(np.random.default_rng(0).standard_normal((3, 16)))
 
     torch.manual_seed(0)
-    model, x = _Net().eval(), torch.randn(12, 1, 5, 5)
+    model, x = InterventionNet().eval(), torch.randn(12, 1, 5, 5)
     with torch.no_grad():
         pred = model(x).argmax(1).numpy()
     y = pred.copy()

@@ -9,7 +9,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _nwbio_helpers import natural_recording, new_nwbfile, optical_series, write_lab_h5, write_nwbfile
+from _nwbio_helpers import (
+    huge_stimulus_nwb,
+    natural_recording,
+    new_nwbfile,
+    optical_series,
+    write_lab_h5,
+    write_nwbfile,
+)
 from pynwb.image import ImageSeries
 from pynwb.misc import Units
 
@@ -90,27 +97,8 @@ def _rf(inputs: Path, out: Path, *extra: str) -> list[str]:
 
 
 # ---- item 6: declared sizes ----------------------------------------------------------------------------------------
-def _huge_stimulus_nwb(tmp: Path, frames: int = 100_000_000) -> Path:
-    """An NWB file whose stimulus data declares ``frames`` float frames but stores only its first chunk."""
-    f = new_nwbfile()
-    f.add_stimulus(optical_series("movie", np.zeros((50, 3, 2), np.float32)))
-    f.units = Units(name="units", description="test units")
-    f.units.add_unit(spike_times=[0.1, 0.2])
-    path = write_nwbfile(f, tmp / "huge.nwb")
-    with h5py.File(path, "r+") as h:
-        old = h["stimulus/presentation/movie/data"]
-        attrs = dict(old.attrs)
-        del h["stimulus/presentation/movie/data"]
-        new = h.create_dataset("stimulus/presentation/movie/data", shape=(frames, 3, 2), dtype=np.float32,
-                               chunks=(1024, 3, 2))
-        new[:1024] = 0.0
-        for k, v in attrs.items():
-            new.attrs[k] = v
-    return path
-
-
 def test_huge_declared_stimulus_cli_is_one_line(tmp_path, capsys):
-    path = _huge_stimulus_nwb(tmp_path)
+    path = huge_stimulus_nwb(tmp_path)
     out = tmp_path / "fit"
     _refused(["-q", "fit", str(path), "--out", str(out), "--device", "cpu"], capsys, str(path),
              "stimulus/movie/data")

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from _rf_helpers import write_rf_cli_inputs
 
 from retina_codec.cli.main import main
-from retina_codec.recordings import Recording
 
 
 @pytest.fixture()
 def rf_inputs(tmp_path):
-    from retina_codec.models import save_model
-    from retina_codec.models.ln import LNModel
-    from retina_codec.recordings.nwb import write_nwb
-
-    rng = np.random.default_rng(0)
-    rec = Recording(rng.choice(np.array([-1.0, 1.0], np.float32), (200, 6, 6)), np.arange(200) / 100.0, 100.0,
-                    rng.poisson(0.5, (200, 3)).astype(np.float32), cell_ids=["c0", "c1", "c2"],
-                    intervals={"train": [[0, 1.6]], "test": [[1.6, 2.0]]})
-    nwb = write_nwb(rec, tmp_path / "rec.nwb")
-    model = save_model(LNModel(3, history=4, frame_shape=(6, 6), init_std=0.05), tmp_path / "model")
-    return tmp_path, str(model), str(nwb)
+    model, nwb = write_rf_cli_inputs(tmp_path)
+    return tmp_path, model, nwb
 
 
 def test_rf_device_cpu_computes_the_sta_on_the_cpu(rf_inputs, monkeypatch):

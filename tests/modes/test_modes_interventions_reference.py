@@ -4,7 +4,7 @@ selectivity from the effect curves, atoms of the wrong width refused."""
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from _interventions_helpers import InterventionNet
 
 from retina_codec.errors import ModesError
 from retina_codec.modes.interventions import ablate_mode, intervention_sweep, preserve_mode
@@ -13,17 +13,6 @@ TORCH_THREADS = 1
 
 
 # -------------------------------------------------------------------------------- interventions
-class _Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.act = nn.ReLU()
-        self.fc = nn.Linear(8 * 5 * 5, 3)
-
-    def forward(self, x):
-        return self.fc(self.act(self.c1(x)).flatten(1))
-
-
 def _zeroed_reference(model, x, channels):
     h = model.c1(x).clone()
     h[:, list(channels)] = 0.0  # every position of those channels
@@ -33,7 +22,7 @@ def _zeroed_reference(model, x, channels):
 @torch.no_grad()
 def test_ablate_and_preserve_equal_zeroing_the_ranked_channels_by_hand():
     torch.manual_seed(0)
-    model, x = _Net().eval(), torch.randn(6, 1, 5, 5)
+    model, x = InterventionNet().eval(), torch.randn(6, 1, 5, 5)
     atom = np.random.default_rng(0).standard_normal(16)  # [negative parts of 8 channels, positive parts]
     order = np.argsort(-(np.abs(atom[:8]) + np.abs(atom[8:])), kind="stable")
     for p in (0.0, 0.3, 0.5, 1.0):
@@ -51,7 +40,7 @@ def test_ablate_and_preserve_equal_zeroing_the_ranked_channels_by_hand():
 
 def test_sweep_selectivity_is_auc_target_minus_auc_off_over_auc_off_of_the_effect_curves():
     torch.manual_seed(1)
-    model, x = _Net().eval(), torch.randn(12, 1, 5, 5)
+    model, x = InterventionNet().eval(), torch.randn(12, 1, 5, 5)
     atom = np.random.default_rng(1).standard_normal(16)
     ps = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 
@@ -78,7 +67,7 @@ def test_sweep_selectivity_is_auc_target_minus_auc_off_over_auc_off_of_the_effec
 
 
 def test_an_atom_for_another_channel_count_is_refused_instead_of_zeroing_wrong_channels():
-    model, x = _Net().eval(), torch.randn(2, 1, 5, 5)
+    model, x = InterventionNet().eval(), torch.randn(2, 1, 5, 5)
     activation_atom = np.arange(8.0)  # C = 8 net values: read as E/I split it would mean 4 channels
     with pytest.raises(ModesError, match=r"layer 'c1': expected 4 channels along dim 1 .* found output shape "
                                          r"\(2, 8, 5, 5\)"):

@@ -4,21 +4,10 @@ first, fit panels that keep negative bars in view."""
 from __future__ import annotations
 
 import numpy as np
+from _plot_helpers import capture_figures
 
 
 # ------------------------------------------------------------------------------------ figure conventions
-def _capture(monkeypatch, module):
-    """Make ``module``'s save step keep the figure (returned list) instead of closing it."""
-    figs = []
-
-    def keep(fig, path, *a, **k):
-        figs.append(fig)
-        return str(path)
-
-    monkeypatch.setattr(module, "save_figure" if hasattr(module, "save_figure") else "_save", keep)
-    return figs
-
-
 def _on_off_rf(h=10, size=15, sign=1.0):
     """A separable RF ``(h, size, size)``: Gaussian centre of ``sign`` × a biphasic time course that peaks
     positive at the second-to-last frame (oldest frame first)."""
@@ -37,7 +26,7 @@ def test_rf_maps_use_a_symmetric_red_on_blue_off_scale_with_the_decompose_sign(m
     from retina_codec.rf.decompose import space_time_svd
 
     on, off = _on_off_rf(sign=1.0), _on_off_rf(sign=-1.0)
-    figs = _capture(monkeypatch, ptruth)
+    figs = capture_figures(monkeypatch, ptruth)
     lags_ms = (np.arange(10) - 10) * 10.0
     ptruth.plot_sta_model_truth({"STA": np.stack([on, off])}, "unused.png", ["on", "off"], lags_ms=lags_ms)
     fig = figs[0]
@@ -55,7 +44,7 @@ def test_rf_maps_use_a_symmetric_red_on_blue_off_scale_with_the_decompose_sign(m
         assert np.argmax(line.get_ydata()) == 8 and line.get_ydata()[8] > 0
     plt.close("all")
 
-    figs = _capture(monkeypatch, prf)
+    figs = capture_figures(monkeypatch, prf)
     sp = np.stack([space_time_svd(on).spatial[0], space_time_svd(off).spatial[0]])
     prf.plot_rf_grid(sp, "unused.png", titles=["on", "off"])
     for ax, sign in zip(figs[0].axes, (1, -1)):
@@ -78,7 +67,7 @@ def test_conditioned_gallery_time_axes_are_in_ms_oldest_first(monkeypatch):
     cond = {"mean_spatial": s[None], "mean_temporal": t[None], "mode_spatial": np.stack([s[None]] * 2),
             "mode_temporal": np.stack([t[None]] * 2), "combo_spatial": s[None, None], "combo_temporal": t[None, None],
             "combos": [(0, 1)], "combo_frequency": np.array([0.5]), "mode_count": np.array([3, 4])}
-    figs = _capture(monkeypatch, prf)
+    figs = capture_figures(monkeypatch, prf)
     lags_s = (np.arange(10) - 10) / 100.0
     prf.plot_conditioned_gallery(cond, 0, "unused.png", lags_s=lags_s)
     time_axes = [ax for ax in figs[0].axes if ax.get_lines() and ax.get_visible() and ax.axison]
@@ -94,7 +83,7 @@ def test_fit_panel_keeps_negative_true_rate_bars_in_view(monkeypatch):
 
     import retina_codec.plots.fit as pfit
 
-    figs = _capture(monkeypatch, pfit)
+    figs = capture_figures(monkeypatch, pfit)
     pfit.plot_fit_per_cell({"whitenoise": (np.array([0.5, 0.1]), np.array([0.4, -0.6]))}, ["a", "b"], "unused.png",
                            cell_types=["ON", "OFF"])
     ax = figs[0].axes[0]

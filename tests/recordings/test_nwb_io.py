@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 from _nwbio_helpers import (
+    huge_stimulus_nwb,
     natural_recording,
     new_nwbfile,
     optical_series,
@@ -478,27 +479,8 @@ def test_foreign_file_whose_units_have_no_spikes_is_still_an_error(tmp_path):
 
 
 # ---- item 6: declared sizes ----------------------------------------------------------------------------------------
-def _huge_stimulus_nwb(tmp: Path, frames: int = 100_000_000) -> Path:
-    """An NWB file whose stimulus data declares ``frames`` float frames but stores only its first chunk."""
-    f = new_nwbfile()
-    f.add_stimulus(optical_series("movie", np.zeros((50, 3, 2), np.float32)))
-    f.units = Units(name="units", description="test units")
-    f.units.add_unit(spike_times=[0.1, 0.2])
-    path = write_nwbfile(f, tmp / "huge.nwb")
-    with h5py.File(path, "r+") as h:
-        old = h["stimulus/presentation/movie/data"]
-        attrs = dict(old.attrs)
-        del h["stimulus/presentation/movie/data"]
-        new = h.create_dataset("stimulus/presentation/movie/data", shape=(frames, 3, 2), dtype=np.float32,
-                               chunks=(1024, 3, 2))
-        new[:1024] = 0.0
-        for k, v in attrs.items():
-            new.attrs[k] = v
-    return path
-
-
 def test_huge_declared_stimulus_is_refused_before_any_scan(tmp_path):
-    path = _huge_stimulus_nwb(tmp_path)
+    path = huge_stimulus_nwb(tmp_path)
     with pytest.raises(ShapeMismatchError) as err:
         read_nwb(path)
     msg = str(err.value)

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from _demo_helpers import demo_folder
+from _plot_helpers import capture_figures
 
 from retina_codec.cli.main import main
 from retina_codec.report import build_report
@@ -286,18 +287,6 @@ def test_report_command_on_partial_and_missing_folders(demo, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------ figure conventions
-def _capture(monkeypatch, module):
-    """Make ``module``'s save step keep the figure (returned list) instead of closing it."""
-    figs = []
-
-    def keep(fig, path, *a, **k):
-        figs.append(fig)
-        return str(path)
-
-    monkeypatch.setattr(module, "save_figure" if hasattr(module, "save_figure") else "_save", keep)
-    return figs
-
-
 def test_a_silent_cell_sta_is_blank_in_the_rf_grid_not_a_fake_one_pixel_rf(demo, tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
@@ -309,7 +298,7 @@ def test_a_silent_cell_sta_is_blank_in_the_rf_grid_not_a_fake_one_pixel_rf(demo,
     with h5py.File(rf, "r+") as f:  # cell 0 fired no spike in white noise: its STA is NaN
         f["sta/sta"][0] = np.nan
         f["sta/n_spikes"][0] = 0
-    figs = _capture(monkeypatch, prf)
+    figs = capture_figures(monkeypatch, prf)
     figures.rf_grid(rf, tmp_path / "grid.png", source="sta")
     shown = [np.ma.filled(np.ma.asarray(ax.images[0].get_array(), dtype=float), np.nan) for ax in figs[0].axes
              if ax.images]

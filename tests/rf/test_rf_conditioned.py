@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _rf_helpers import PlainTinyCNN, movie_recording
 from torch import nn
 
 from retina_codec.recordings import Recording
@@ -174,25 +175,8 @@ def test_sources_compute_the_same_features_themselves_as_when_given_them():
     np.testing.assert_allclose(m.feature_r2, g.feature_r2, rtol=1e-10, atol=1e-12)
 
 
-class _TinyCNN(nn.Module):
-    def __init__(self, h=4, n=3):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(h, 4, 3)
-        self.lin = nn.Linear(4 * 6 * 6, n)
-
-    def forward(self, x):
-        return nn.functional.softplus(self.lin(torch.relu(self.conv(x)).flatten(1)))
-
-
-def _movie(t=70, seed=0):
-    rng = np.random.default_rng(seed)
-    return Recording(rng.standard_normal((t, 8, 8)).astype(np.float32) * 2 + 3, np.arange(t) / 100.0, 100.0,
-                     np.zeros((t, 1), np.float32))
-
-
 def test_conditioned_rfs_of_unsorted_bins_equal_direct_weighted_means():
-    model, rec = _TinyCNN(), _movie()
+    model, rec = PlainTinyCNN(), movie_recording()
     bins = rec.window_bins(None, 4)
     rng = np.random.default_rng(3)
     a = rng.uniform(0, 1, (len(bins), 3)) * (rng.uniform(0, 1, (len(bins), 3)) < 0.4)

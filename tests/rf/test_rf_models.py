@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _rf_helpers import PlainTinyCNN, movie_recording
 from torch import nn
 
 from retina_codec.recordings import Recording
@@ -159,25 +160,8 @@ def test_irfs_through_fft_convolutions_equal_plain_autograd_and_restore_the_mode
     assert not isinstance(model.conv1.conv, FFTConv2d)
 
 
-class _TinyCNN(nn.Module):
-    def __init__(self, h=4, n=3):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(h, 4, 3)
-        self.lin = nn.Linear(4 * 6 * 6, n)
-
-    def forward(self, x):
-        return nn.functional.softplus(self.lin(torch.relu(self.conv(x)).flatten(1)))
-
-
-def _movie(t=70, seed=0):
-    rng = np.random.default_rng(seed)
-    return Recording(rng.standard_normal((t, 8, 8)).astype(np.float32) * 2 + 3, np.arange(t) / 100.0, 100.0,
-                     np.zeros((t, 1), np.float32))
-
-
 def test_irfs_at_unsorted_repeated_bins_and_other_offsets_equal_autograd_of_the_window():
-    model, rec = _TinyCNN(), _movie()
+    model, rec = PlainTinyCNN(), movie_recording()
     mean, std = rec.normalization()
     stim = (np.asarray(rec.stimulus[0 : rec.n_frames], np.float64) - mean) / std
     for offset in (0, 3):
@@ -193,7 +177,7 @@ def test_irfs_at_unsorted_repeated_bins_and_other_offsets_equal_autograd_of_the_
 
 
 def test_no_bins_give_an_empty_irf_stack_and_a_clear_error_for_conditioning():
-    model, rec = _TinyCNN(), _movie(40)
+    model, rec = PlainTinyCNN(), movie_recording(40)
     assert instantaneous_rfs(model, rec, [], [0, 1], history=4, quiet=True).shape == (0, 2, 4, 8, 8)
     with pytest.raises(ValueError, match="no bins"):  # was: RuntimeError "generator raised StopIteration"
         mode_conditioned_rfs(model, rec, np.zeros((0, 2)), np.zeros(0, np.int64), history=4, quiet=True)

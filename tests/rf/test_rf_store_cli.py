@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _rf_helpers import write_rf_cli_inputs
 
 from retina_codec.cli.main import main
 from retina_codec.plots.rf import plot_conditioned_gallery, plot_rank1, plot_rf_grid
@@ -142,18 +143,8 @@ def test_gallery_cell_is_an_id_first_then_an_index(tmp_path):
 
 @pytest.fixture()
 def rf_cli_inputs(tmp_path):
-    from retina_codec.models import save_model
-    from retina_codec.models.ln import LNModel
-    from retina_codec.recordings.nwb import write_nwb
-
-    rng = np.random.default_rng(0)
-    rec = Recording(rng.choice(np.array([-1.0, 1.0], np.float32), (200, 6, 6)), np.arange(200) / 100.0, 100.0,
-                    rng.poisson(0.5, (200, 3)).astype(np.float32), cell_ids=["c0", "c1", "c2"],
-                    intervals={"train": [[0, 1.6]], "test": [[1.6, 2.0]]})
-    nwb = write_nwb(rec, tmp_path / "rec.nwb")
-    model = save_model(LNModel(3, history=4, frame_shape=(6, 6), init_std=0.05), tmp_path / "model")
-    return tmp_path, [str(model), str(nwb), "--out", str(tmp_path / "rf.h5"), "--model-sta-samples", "0",
-                      "--no-figures"]
+    model, nwb = write_rf_cli_inputs(tmp_path)
+    return tmp_path, [model, nwb, "--out", str(tmp_path / "rf.h5"), "--model-sta-samples", "0", "--no-figures"]
 
 
 @pytest.mark.parametrize("extra,named", [
