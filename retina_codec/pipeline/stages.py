@@ -53,7 +53,6 @@ from ..progress import quiet_scope
 from ..recordings.cells import cell_index
 from ..recordings.nwb import read_nwb, write_nwb
 from ..report import build_report
-from ..report.threads import numpy_blas_single_thread, torch_threads
 from ..rf.conditioned import conditioned_rfs_by_set, most_active_modes
 from ..rf.estimate import compute_rfs
 from ..rf.ground_truth import score_ln_truth
@@ -66,6 +65,7 @@ from ..stores.fit import FitStimulus, read_fit, write_fit
 from ..stores.modes import read_loadings
 from ..stores.rf import write_rf
 from ..torch_utils.devices import resolve_device
+from ..torch_utils.threads import numpy_blas_single_thread, torch_threads
 from .freshness import input_signatures, is_fresh
 from .layout import NATURAL, WHITE, DemoLayout, check_out_folder, default_model_path
 

@@ -33,8 +33,8 @@ from ..stores.contributions import read_store_info
 from ..stores.fit import read_fit
 from ..stores.modes import read_modes_header
 from ..stores.rf import read_rf, read_rf_header
+from ..torch_utils.threads import numpy_blas_single_thread
 from . import figures as F
-from .threads import numpy_blas_single_thread
 
 __all__ = ["build_report", "Report"]
 

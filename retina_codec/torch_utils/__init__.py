@@ -1,8 +1,9 @@
 """Generic torch plumbing, below every other package: named hooks and module swaps (:mod:`.hooks`), FFT
-convolutions (:mod:`.fft_conv`), BatchNorm folding (:mod:`.fold_bn`) and the device rule (:mod:`.devices`).
+convolutions and the one convolution-speed policy (:mod:`.fft_conv`), BatchNorm folding (:mod:`.fold_bn`),
+the device rule and free memory (:mod:`.devices`), and thread limits (:mod:`.threads`).
 
 Nothing here knows about retinas, recordings or contributions; every other package may import it, it
-imports only :mod:`retina_codec.errors`.
+imports only the base modules (:mod:`retina_codec.errors`, :mod:`retina_codec.io_utils`).
 """
 
 from .devices import resolve_device
