@@ -33,8 +33,8 @@ step() {
 }
 TAIL=60 step bench-contributions ${CONTRIB_LIMIT:-150} $PY benchmarks/bench_contributions.py --device cuda --profile ${CONTRIB_ARGS:-}
 TAIL=25 step bench-sta 60 $PY benchmarks/bench_sta.py ${STA_ARGS:---gpu-only --irf-batch 128 --repeats 3}
-TAIL=8 step gpu-tests 100 $PY -m pytest -q -p no:cacheprovider -m gpu -x tests/test_models.py tests/test_fit.py \
-  tests/test_contributions_fast.py tests/test_modes_fast_paths.py ${GPU_TESTS:-}
+TAIL=8 step gpu-tests 100 $PY -m pytest -q -p no:cacheprovider -m gpu -x tests/models/test_models.py tests/models/test_fit.py \
+  tests/contributions/test_contributions_fast.py tests/modes/test_modes_fast_paths.py ${GPU_TESTS:-}
 TAIL=40 step bench-sae 80 $PY benchmarks/bench_sae.py ${SAE_ARGS:---gpu-only}
 TAIL=10 step bench-training 30 $PY benchmarks/bench_training.py --device cuda
 # an openretina core-readout model of the BN-CNN's size class (needs openretina + lightning + hydra in .whl/)
