@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..stores.codec import decode_attr, read_attr, read_json
+from ..stores.codec import decode_attr, read_attrs, read_json
 
 __all__ = ["file_signature", "input_signatures", "recorded_provenance", "is_fresh"]
 
@@ -25,10 +25,10 @@ def file_signature(path: str | os.PathLike) -> str:
     modification time (``"size:mtime_ns"``)."""
     path = Path(path)
     if path.suffix == ".h5":
+        ids = read_attrs(path, ("uid", "finished", "created"))
         for key in ("uid", "finished", "created"):
-            v = read_attr(path, key)
-            if v:
-                return str(v)
+            if ids.get(key):
+                return str(ids[key])
     st = path.stat()
     return f"{st.st_size}:{st.st_mtime_ns}"
 
@@ -42,7 +42,7 @@ def recorded_provenance(path: str | os.PathLike) -> dict[str, Any]:
     """``{"model_hash": str | None, "inputs": dict}`` recorded in a store (a JSON file's keys, or an HDF5
     file's root attributes)."""
     path = Path(path)
-    doc = read_json(path) if path.suffix == ".json" else {k: read_attr(path, k) for k in ("model_hash", "inputs")}
+    doc = read_json(path) if path.suffix == ".json" else read_attrs(path, ("model_hash", "inputs"))
     recorded = decode_attr(doc.get("inputs")) or {}
     return {"model_hash": doc.get("model_hash"), "inputs": recorded}
 

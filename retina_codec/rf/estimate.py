@@ -25,8 +25,7 @@ from ..models import load_model
 from ..recordings.cells import resolve_cells
 from ..recordings.nwb import read_nwb
 from ..stores.codec import to_json
-from ..stores.modes import read_loadings as read_modes_loadings
-from ..stores.modes import read_modes
+from ..stores.modes import read_loadings, read_modes_header
 from ..stores.rf import write_rf
 from ..torch_utils.devices import resolve_device
 from .conditioned import mode_conditioned_rfs
@@ -36,7 +35,7 @@ from .irf import model_window
 from .model_sta import model_sta_gradient
 from .sta import spike_triggered_average
 
-__all__ = ["GAUSSIAN_FIELDS", "RFEstimate", "compute_rfs", "estimate_rfs", "read_loadings"]
+__all__ = ["GAUSSIAN_FIELDS", "RFEstimate", "compute_rfs", "estimate_rfs"]
 
 #: the fields of a :class:`~retina_codec.rf.gaussian_fit.GaussianFit`, in order (the ``gaussian`` group)
 GAUSSIAN_FIELDS = ("center_y", "center_x", "sigma_major", "sigma_minor", "angle", "amplitude", "offset", "r2")
@@ -85,17 +84,11 @@ def compute_rfs(model: Any, rec: Any, *, cells: list[int] | None = None, loading
     return out
 
 
-def read_loadings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """``(loadings (T_b, K) float64, bins (T_b,), mode names)`` from a modes store (``retina-codec modes``)."""
-    loadings, bins, names = read_modes_loadings(path)
-    return np.asarray(loadings, np.float64), np.asarray(bins), list(names)
-
-
 def _check_modes_link(path: str, stimulus: str, model: Any) -> dict[str, Any]:
     """The modes file's attributes; a :class:`~retina_codec.errors.ModesError` when its contributions were
     computed on another stimulus or with another model (its bins index that movie, its loadings that model's
     units)."""
-    attrs = read_modes(path).attrs
+    attrs, _ = read_modes_header(path)  # attributes only: the loadings are read once, below
     link = attrs.get("contributions_attrs") or {}
     source = link.get("source") if isinstance(link, dict) else None
     theirs = source.get("stimulus") if isinstance(source, dict) else None
@@ -173,6 +166,7 @@ def estimate_rfs(model: str | os.PathLike, recording: str | os.PathLike, out: st
         if modes:
             modes_attrs = _check_modes_link(modes, rec.stimulus_name, net)
             loadings, bins, names = read_loadings(modes)
+            loadings = loadings.astype(np.float64)
             _check_loadings(modes, loadings, bins, rec, net)
         results = compute_rfs(net, rec, cells=idx, loadings=loadings, bins=bins, split=split, threshold=threshold,
                               max_combinations=max_combinations, keep=keep, model_sta_samples=model_sta_samples,

@@ -11,7 +11,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import FileFormatError, StoreReadError
 from ..io_utils import atomic_path, open_hdf5
 
-__all__ = ["json_default", "to_json", "encode_attr", "decode_attr", "decode_attrs", "read_attr",
+__all__ = ["json_default", "to_json", "encode_attr", "decode_attr", "decode_attrs", "read_attr", "read_attrs",
            "write_json", "read_json", "store_errors", "open_h5", "strings"]
 
 
@@ -86,16 +86,20 @@ def decode_attrs(attrs: Any) -> dict[str, Any]:
     return {k: decode_attr(v) for k, v in dict(attrs).items()}
 
 
+def read_attrs(path: str | os.PathLike, names: Sequence[str]) -> dict[str, Any]:
+    """The root attributes ``names`` of the HDF5 file ``path`` that it has (decoded), in one open; ``{}``
+    when the file is missing or unreadable."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: decode_attr(f.attrs[k]) for k in names if k in f.attrs}
+    except OSError:
+        return {}
+
+
 def read_attr(path: str | os.PathLike, name: str, default: Any = None) -> Any:
     """Root attribute ``name`` of the HDF5 file ``path`` (decoded), or ``default`` when the file or the
     attribute is missing or unreadable."""
-    try:
-        with h5py.File(path, "r") as f:
-            if name not in f.attrs:
-                return default
-            return decode_attr(f.attrs[name])
-    except OSError:
-        return default
+    return read_attrs(path, (name,)).get(name, default)
 
 
 def write_json(path: str | os.PathLike, doc: Any, indent: int = 1) -> Path:
